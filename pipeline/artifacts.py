@@ -1,0 +1,114 @@
+"""The run folder: the only code that knows paths, markers and manifests.
+
+    runs/<name>/
+      config.yaml            resolved recipe (a valid recipe itself)
+      env.json               versions, git revision, accelerate state
+      <stage>/               one folder per stage, written only by that stage
+        final/               model stages: save_pretrained model + tokenizer
+        metrics.json         the stage's metrics
+        _SUCCESS             written last: {"id", "fingerprint", "upstream", "finished"}
+
+A stage is up to date when its marker exists, its fingerprint (config section + seed) is unchanged and the
+upstream markers it was built from are still the ones on disk. Every write is atomic (temporary name, then
+rename), so an interrupted stage never leaves a half-written file under a final name, and never a marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+MARKER = "_SUCCESS"
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written folder into place, replacing any older one."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+class RunDir:
+    """A run folder and the settings every stage shares (seed, trackers)."""
+
+    def __init__(self, root: str | Path, seed: int = 0, report_to: list[str] | None = None):
+        self.root = Path(root)
+        self.seed = seed
+        self.report_to = list(report_to or ["none"])
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def env_path(self) -> Path:
+        return self.root / "env.json"
+
+    def stage_dir(self, stage: str) -> Path:
+        path = self.root / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def final(self, stage: str) -> Path:
+        """Where a model stage saves its `save_pretrained` model and tokenizer; must exist to be read."""
+        path = self.root / stage / "final"
+        if not path.is_dir():
+            raise PipelineError(f"{self.root}: stage {stage!r} has no final model at {path}: run it first")
+        return path
+
+    def marker(self, stage: str) -> dict | None:
+        path = self.root / stage / MARKER
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def metrics(self, stage: str) -> dict:
+        path = self.root / stage / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def up_to_date(self, stage: str, fingerprint: str, needs: tuple[str, ...]) -> bool:
+        mark = self.marker(stage)
+        if not mark or mark.get("fingerprint") != fingerprint:
+            return False
+        return mark.get("upstream", {}) == self.upstream_ids(needs)
+
+    def upstream_ids(self, needs: tuple[str, ...]) -> dict[str, str | None]:
+        return {need: (self.marker(need) or {}).get("id") for need in needs}
+
+    def begin(self, stage: str) -> Path:
+        """Remove the marker first: from here until `complete`, the stage counts as not done."""
+        path = self.stage_dir(stage)
+        (path / MARKER).unlink(missing_ok=True)
+        return path
+
+    def complete(self, stage: str, fingerprint: str, needs: tuple[str, ...], metrics: dict) -> None:
+        write_json(self.root / stage / "metrics.json", metrics)
+        write_json(self.root / stage / MARKER, {
+            "id": uuid.uuid4().hex,
+            "fingerprint": fingerprint,
+            "upstream": self.upstream_ids(needs),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })

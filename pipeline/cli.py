@@ -1,0 +1,90 @@
+"""The `pipeline` command.
+
+    pipeline run recipes/tiny.yaml [section.key=value ...] [--force]
+    pipeline stage NAME --run runs/tiny [section.key=value ...] [--force]
+    pipeline validate recipes/*.yaml
+    pipeline list
+
+User errors (bad recipe, missing data) print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline import config as config_lib
+from pipeline import registry
+from pipeline.errors import PipelineError
+from pipeline.runner import add_stage_options, run_stages, stage_command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a recipe's stages into its run folder")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. run.output_dir=/tmp/r data.world.n_people=20")
+    p.add_argument("--force", action="store_true", help="rerun stages that are up to date")
+
+    p = sub.add_parser("stage", help="run one stage of a run")
+    p.add_argument("name", help=", ".join(registry.STAGES))
+    add_stage_options(p)
+
+    p = sub.add_parser("validate", help="type-check recipes without running anything")
+    p.add_argument("recipes", nargs="+")
+
+    sub.add_parser("list", help="list stages and shipped recipes")
+
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the stage that was running has no _SUCCESS marker and reruns next time", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args) -> int:
+    recipe = config_lib.load_recipe(args.recipe, args.overrides)
+    if not recipe.stages:
+        raise PipelineError(f"{args.recipe}: no stages to run (add stage sections or run.stages)")
+    run_stages(recipe, recipe.stages, force=args.force)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    stage_command(args.name, args)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    for path in args.recipes:
+        recipe = config_lib.load_recipe(path)
+        print(f"ok  {path}  (stages: {', '.join(recipe.stages) or 'none'})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    print("stages, in pipeline order:")
+    for name in registry.STAGES:
+        mod = registry.module(name)
+        doc = (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+        needs = f" (needs {', '.join(mod.NEEDS)})" if mod.NEEDS else ""
+        print(f"  {name:<12} {doc}{needs}")
+    recipes = sorted(Path("recipes").glob("*.yaml"))
+    if recipes:
+        print("recipes:")
+        for path in recipes:
+            print(f"  {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "stage": cmd_stage, "validate": cmd_validate, "list": cmd_list}
+
+if __name__ == "__main__":
+    sys.exit(main())

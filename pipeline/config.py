@@ -1,0 +1,260 @@
+"""Recipes: a YAML file plus `section.key=value` overrides, resolved once into typed dataclass configs.
+
+    pipeline validate recipes/tiny.yaml
+    pipeline run recipes/tiny.yaml pretrain.max_steps=50 run.output_dir=/tmp/r
+
+A recipe has a `run:` section (RunConfig) and one section per stage, named as the stage. Every section is
+a dataclass (trainer stages extend the HF/TRL config, field names unchanged). Loading is strict: unknown
+sections and keys are errors that list the valid ones, values are type-checked against the dataclass
+annotations, and every message starts with where the problem is:
+
+    recipes/x.yaml: sft.learning_rate: expected float, got 'fast'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import registry
+from pipeline.errors import PipelineError
+
+REPORT_TO = ("none", "tensorboard", "wandb", "all")
+
+
+class ConfigError(PipelineError):
+    """A recipe that does not type-check."""
+
+
+@dataclass
+class RunConfig:
+    name: str = field(default="run", metadata={"help": "Run name; the run folder is runs/<name> unless output_dir is set."})
+    output_dir: str = field(default="", metadata={"help": "Run folder. Empty: runs/<name> under the current directory."})
+    seed: int = field(default=0, metadata={"help": "Seeds python, numpy and torch before every stage, and data generation."})
+    stages: list[str] = field(default_factory=list, metadata={"help": "Stages to run, in pipeline order. Empty: every stage with a section in the recipe."})
+    report_to: list[str] = field(default_factory=lambda: ["none"], metadata={"help": "Experiment trackers for trainer stages: none, tensorboard, wandb or all."})
+
+    def __post_init__(self):
+        for name in self.stages:
+            if name not in registry.STAGES:
+                raise ValueError(f"stages: unknown stage {name!r} (valid: {', '.join(registry.STAGES)})")
+        for tracker in self.report_to:
+            if tracker not in REPORT_TO:
+                raise ValueError(f"report_to: unknown tracker {tracker!r} (valid: {', '.join(REPORT_TO)})")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output_dir or Path("runs") / self.name)
+
+
+@dataclass
+class Recipe:
+    """A resolved recipe: the run settings and one config object per stage it runs."""
+
+    source: str                     # where it came from, for messages
+    run: RunConfig
+    sections: dict[str, Any]        # stage name -> config dataclass, every registered stage
+    given: tuple[str, ...] = ()     # sections the recipe wrote out
+
+    @property
+    def stages(self) -> list[str]:
+        chosen = self.run.stages or [s for s in registry.STAGES if s in self.given]
+        return [s for s in registry.STAGES if s in chosen]
+
+    def to_dict(self) -> dict:
+        """Plain, fully resolved dict (defaults filled in); `load_recipe` reads it back unchanged."""
+        out = {"run": to_plain(self.run)}
+        for name in self.stages + [s for s in self.given if s not in self.stages]:
+            out[name] = to_plain(self.sections[name])
+        return out
+
+    def fingerprint(self, stage: str) -> str:
+        """Hash of what decides a stage's output: its section and the seed."""
+        blob = json.dumps({"seed": self.run.seed, stage: to_plain(self.sections[stage])}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe file, apply `section.key=value` overrides, and build every config strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    for item in overrides:
+        apply_override(data, item)
+    return resolve(data, source=str(path))
+
+
+def resolve(data: dict, source: str) -> Recipe:
+    valid = ["run", *registry.STAGES]
+    for section, body in data.items():
+        if section not in valid:
+            raise ConfigError(f"{source}: {section}: unknown section (valid: {', '.join(valid)})")
+        if body is not None and not isinstance(body, dict):
+            raise ConfigError(f"{source}: {section}: expected a mapping, got {_show(body)}")
+    run = build(RunConfig, data.get("run") or {}, f"{source}: run")
+    sections = {name: build(registry.config_class(name), data.get(name) or {}, f"{source}: {name}") for name in registry.STAGES}
+    given = tuple(s for s in registry.STAGES if s in data)
+    return Recipe(source=source, run=run, sections=sections, given=given)
+
+
+class _Override(str):
+    """An override's raw text, carrying its YAML-parsed value: a `str` field keeps the text as typed."""
+
+    parsed: Any
+
+
+def apply_override(data: dict, item: str) -> None:
+    """`section.key=value` (nested keys with dots); the value is parsed as YAML."""
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {item!r}: expected section.key=value")
+    value = _Override(text)
+    try:
+        value.parsed = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value.parsed = text
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build(cls: type, data: Any, where: str):
+    """Instantiate dataclass `cls` from plain data, checking keys and types; errors name `where.key`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {_show(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (valid: {', '.join(sorted(fields))})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {key: coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # a __post_init__ check
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check `value` against annotation `tp`, converting where YAML is loose (ints for floats, '1e-4')."""
+    if isinstance(value, _Override):
+        if tp is str or (_is_union(tp) and str in typing.get_args(tp)):
+            return str(value)
+        value = value.parsed
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object:
+        return value
+    if _is_union(tp):
+        if value is None and type(None) in args:
+            return None
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return coerce(arm, value, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: expected {_name(tp)}, got {_show(value)}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {_show(value)}")
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
+        item = args[0] if args else Any
+        return [coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
+        kt, vt = args if args else (Any, Any)
+        return {coerce(kt, k, where): coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected one of {', '.join(repr(m.value) for m in tp)}, got {_show(value)}") from None
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # an annotation we do not model (callables, classes): pass through
+        return value
+    raise ConfigError(f"{where}: expected {_name(tp)}, got {_show(value)}")
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses, enums and containers as plain YAML/JSON values (init fields only)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def dump_yaml(recipe: Recipe) -> str:
+    header = f"# Resolved from {recipe.source}. Rerun: pipeline run <this file>\n"
+    return header + yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _name(tp: Any) -> str:
+    if _is_union(tp):
+        return " or ".join(_name(a) for a in typing.get_args(tp) if a is not type(None))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _show(value: Any) -> str:
+    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value)

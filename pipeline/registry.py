@@ -1,0 +1,27 @@
+"""Every stage, in pipeline order: one literal dict, name -> module.
+
+One name everywhere: `pipeline/stages/<name>.py` is the `<name>:` recipe section, the `pipeline stage <name>`
+verb and the `<run>/<name>/` folder. A stage module defines NAME, NEEDS (stages whose outputs it reads),
+HEADLINE (metric keys for the summary table), a `Config` dataclass and `run(cfg, run) -> dict[str, float]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+STAGES: dict[str, str] = {
+    "data": "pipeline.stages.data",
+}
+
+
+def module(name: str) -> ModuleType:
+    if name not in STAGES:
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(f"unknown stage {name!r} (valid: {', '.join(STAGES)})")
+    return importlib.import_module(STAGES[name])
+
+
+def config_class(name: str) -> type:
+    return module(name).Config

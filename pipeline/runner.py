@@ -1,0 +1,184 @@
+"""Runs stages of a recipe into its run folder: skip what is up to date, seed, time, mark done.
+
+Every process of an `accelerate launch` runs this same code: all ranks run each stage (a stage decides what
+to distribute), only the main process writes config, markers, metrics and the console summary.
+
+    pipeline run recipes/tiny.yaml                     # all stages, skipping finished ones
+    pipeline stage data --run runs/tiny --force        # one stage again
+    accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m pipeline.stages.data --run runs/tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from accelerate import PartialState
+from accelerate.utils import set_seed
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import config as config_lib
+from pipeline import registry
+from pipeline.artifacts import RunDir, atomic_write, write_json
+from pipeline.errors import PipelineError
+
+console = Console(stderr=True)
+PACKAGES = ("torch", "transformers", "datasets", "accelerate", "trl", "peft", "tokenizers", "huggingface_hub", "evaluate")
+
+
+def open_run(recipe: config_lib.Recipe, state: PartialState) -> RunDir:
+    """Create the run folder with its resolved config.yaml and env.json (main process only writes)."""
+    run = RunDir(recipe.run.folder, seed=recipe.run.seed, report_to=recipe.run.report_to)
+    if state.is_main_process:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(run.config_path, config_lib.dump_yaml(recipe))
+        write_json(run.env_path, environment(state))
+    state.wait_for_everyone()
+    return run
+
+
+def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False) -> dict[str, dict]:
+    """Run `stages` in pipeline order; returns {stage: metrics} for every stage (run or skipped)."""
+    state = PartialState()
+    _setup_logging(state)
+    run = open_run(recipe, state)
+    results = {}
+    for name in stages:
+        results[name] = run_stage(recipe, name, run, state, force=force)
+    if state.is_main_process:
+        console.print(summary_table(results))
+    return results
+
+
+def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, state: PartialState, force: bool = False) -> dict:
+    mod = registry.module(name)
+    fingerprint = recipe.fingerprint(name)
+    if not force and run.up_to_date(name, fingerprint, mod.NEEDS):
+        if state.is_main_process:
+            console.print(f"[dim]- {name}: up to date, skipped (--force reruns it)[/dim]")
+        return run.metrics(name)
+    missing = [need for need in mod.NEEDS if run.marker(need) is None]
+    if missing:
+        raise PipelineError(f"{run.root}: stage {name!r} needs {', '.join(missing)}: run {' and '.join(missing)} first")
+    if state.is_main_process:
+        run.begin(name)
+        console.rule(f"[bold]{name}")
+    state.wait_for_everyone()
+    if state.num_processes > 1:
+        print(f"rank {state.process_index}/{state.num_processes}: {name}", file=sys.stderr, flush=True)
+    set_seed(recipe.run.seed)
+    start = time.perf_counter()
+    metrics = dict(mod.run(recipe.sections[name], run) or {})
+    metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
+    metrics.setdefault("num_processes", state.num_processes)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        run.complete(name, fingerprint, mod.NEEDS, metrics)
+        console.print(f"[green]✓ {name}[/green] {metrics['seconds']:.1f}s  {headline(mod, metrics)}")
+    state.wait_for_everyone()
+    return metrics
+
+
+def headline(mod, metrics: dict) -> str:
+    keys = getattr(mod, "HEADLINE", ())
+    return "  ".join(f"{k}={_fmt(metrics[k])}" for k in keys if k in metrics)
+
+
+def summary_table(results: dict[str, dict]) -> Table:
+    table = Table(title="stages")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("headline metrics")
+    for name, metrics in results.items():
+        table.add_row(name, _fmt(metrics.get("seconds", "")), headline(registry.module(name), metrics))
+    return table
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def environment(state: PartialState) -> dict:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+        "packages": versions,
+        "git": _git_revision(),
+        "accelerate": {
+            "distributed_type": str(state.distributed_type),
+            "num_processes": state.num_processes,
+            "device": str(state.device),
+        },
+    }
+
+
+def _git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _setup_logging(state: PartialState) -> None:
+    level = logging.INFO if state.is_main_process else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def recipe_for_run(folder: str, overrides: list[str]) -> config_lib.Recipe:
+    """The recipe of an existing run folder (its config.yaml), with overrides, kept in that folder."""
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        raise PipelineError(f"{folder}: not a run folder (no config.yaml); start one with `pipeline run RECIPE`")
+    return config_lib.load_recipe(path, [*overrides, f"run.output_dir={folder}"])
+
+
+def add_stage_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of `pipeline stage NAME` and of `python -m pipeline.stages.NAME` (the same on purpose)."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run", help="an existing run folder (holding at least config.yaml)")
+    where.add_argument("--config", help="a recipe: start or continue its run folder")
+    parser.add_argument("--force", action="store_true", help="rerun even if the stage is up to date")
+    parser.add_argument("overrides", nargs="*", help="section.key=value")
+    return parser
+
+
+def stage_command(name: str, args: argparse.Namespace) -> dict:
+    registry.module(name)  # unknown names fail here, before any folder is touched
+    if args.run:
+        recipe = recipe_for_run(args.run, args.overrides)
+    else:
+        recipe = config_lib.load_recipe(args.config, args.overrides)
+    return run_stages(recipe, [name], force=args.force)[name]
+
+
+def stage_main(name: str) -> None:
+    """Entry point of `python -m pipeline.stages.<name>` (and so of `accelerate launch -m ...`)."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{name}", description=f"Run the {name} stage.")
+    args = add_stage_options(parser).parse_args()
+    try:
+        stage_command(name, args)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,31 @@
+"""A minimal stage for testing the runner: writes a file, counts its runs, can fail half-way."""
+
+from dataclasses import dataclass, field
+
+from pipeline.artifacts import RunDir, atomic_write
+
+NAME, NEEDS, HEADLINE = "alpha", (), ("value",)
+
+
+@dataclass
+class Config:
+    value: int = field(default=1, metadata={"help": "Written to out.txt."})
+    rate: float = field(default=0.5, metadata={"help": "A float to type-check."})
+    label: str = field(default="a", metadata={"help": "A string to type-check."})
+    fail: bool = field(default=False, metadata={"help": "Raise after writing part of the output."})
+
+
+def count_runs(run: RunDir, name: str) -> int:
+    counter = run.root / f"{name}.runs"
+    runs = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(runs))
+    return runs
+
+
+def run(cfg: Config, run: RunDir) -> dict:
+    count_runs(run, NAME)
+    out = run.stage_dir(NAME)
+    atomic_write(out / "out.txt", str(cfg.value))
+    if cfg.fail:
+        raise RuntimeError("interrupted on purpose")
+    return {"value": cfg.value}

@@ -1,0 +1,41 @@
+import os
+
+from pipeline.artifacts import MARKER, RunDir, atomic_write, replace_dir
+
+
+def test_atomic_write_leaves_no_temporary(tmp_path):
+    atomic_write(tmp_path / "a" / "f.txt", "one")
+    atomic_write(tmp_path / "a" / "f.txt", "two")
+    assert (tmp_path / "a" / "f.txt").read_text() == "two"
+    assert os.listdir(tmp_path / "a") == ["f.txt"]
+
+
+def test_marker_lifecycle(tmp_path):
+    run = RunDir(tmp_path)
+    assert not run.up_to_date("x", "fp", ())
+    run.begin("x")
+    run.complete("x", "fp", (), {"loss": 1.5})
+    assert run.up_to_date("x", "fp", ()) and not run.up_to_date("x", "other", ())
+    assert run.metrics("x") == {"loss": 1.5}
+    run.begin("y")
+    run.complete("y", "fp", ("x",), {})
+    assert run.up_to_date("y", "fp", ("x",))
+    run.begin("x")  # x is being rebuilt: y no longer matches what is on disk
+    assert not (tmp_path / "x" / MARKER).exists()
+    assert not run.up_to_date("y", "fp", ("x",))
+
+
+def test_corrupt_marker_counts_as_missing(tmp_path):
+    run = RunDir(tmp_path)
+    run.stage_dir("x")
+    (tmp_path / "x" / MARKER).write_text("{half")
+    assert run.marker("x") is None
+
+
+def test_replace_dir(tmp_path):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "f").write_text("new")
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "old").write_text("old")
+    replace_dir(tmp_path / "new", tmp_path / "final")
+    assert os.listdir(tmp_path / "final") == ["f"] and not (tmp_path / "new").exists()

@@ -1,0 +1,83 @@
+"""Skip, force, invalidation and interruption, on two fake stages (alpha -> beta)."""
+
+import json
+
+import pytest
+
+from pipeline.artifacts import MARKER
+from pipeline.config import load_recipe
+from pipeline.errors import PipelineError
+from pipeline.runner import run_stages
+
+
+def recipe(tmp_path, *overrides):
+    path = tmp_path / "r.yaml"
+    path.write_text("run: {name: t, stages: [alpha, beta]}\nalpha: {value: 3}\n")
+    return load_recipe(path, [f"run.output_dir={tmp_path / 'run'}", *overrides])
+
+
+def runs(tmp_path, name):
+    return int((tmp_path / "run" / f"{name}.runs").read_text())
+
+
+def test_run_writes_the_contract(fake_stages, tmp_path):
+    results = run_stages(recipe(tmp_path), ["alpha", "beta"])
+    root = tmp_path / "run"
+    assert results["beta"]["doubled"] == 6
+    assert sorted(p.name for p in (root / "beta").iterdir()) == [MARKER, "metrics.json", "out.txt"]
+    assert json.loads((root / "beta" / "metrics.json").read_text())["doubled"] == 6
+    env = json.loads((root / "env.json").read_text())
+    assert env["packages"]["transformers"] and env["accelerate"]["num_processes"] == 1
+    assert load_recipe(root / "config.yaml").sections["alpha"].value == 3  # the resolved copy is a recipe
+
+
+def test_rerun_skips_and_force_reruns(fake_stages, tmp_path):
+    run_stages(recipe(tmp_path), ["alpha", "beta"])
+    again = run_stages(recipe(tmp_path), ["alpha", "beta"])
+    assert (runs(tmp_path, "alpha"), runs(tmp_path, "beta")) == (1, 1)
+    assert again["beta"]["doubled"] == 6  # a skipped stage reports its saved metrics
+    run_stages(recipe(tmp_path), ["alpha", "beta"], force=True)
+    assert (runs(tmp_path, "alpha"), runs(tmp_path, "beta")) == (2, 2)
+
+
+def test_changed_section_reruns_only_it_and_downstream(fake_stages, tmp_path):
+    run_stages(recipe(tmp_path), ["alpha", "beta"])
+    run_stages(recipe(tmp_path, "beta.factor=10"), ["alpha", "beta"])
+    assert (runs(tmp_path, "alpha"), runs(tmp_path, "beta")) == (1, 2)
+    results = run_stages(recipe(tmp_path, "alpha.value=4", "beta.factor=10"), ["alpha", "beta"])
+    assert (runs(tmp_path, "alpha"), runs(tmp_path, "beta")) == (2, 3)
+    assert results["beta"]["doubled"] == 40
+
+
+def test_rerun_upstream_invalidates_downstream(fake_stages, tmp_path):
+    run_stages(recipe(tmp_path), ["alpha", "beta"])
+    run_stages(recipe(tmp_path), ["alpha"], force=True)  # same config, new output
+    run_stages(recipe(tmp_path), ["alpha", "beta"])
+    assert (runs(tmp_path, "alpha"), runs(tmp_path, "beta")) == (2, 2)
+
+
+def test_interrupted_stage_leaves_no_marker_and_resumes(fake_stages, tmp_path):
+    run_stages(recipe(tmp_path), ["alpha"])
+    with pytest.raises(RuntimeError, match="on purpose"):
+        run_stages(recipe(tmp_path, "alpha.fail=true"), ["alpha", "beta"], force=True)
+    assert not (tmp_path / "run" / "alpha" / MARKER).exists()
+    assert not (tmp_path / "run" / "beta").exists()
+    run_stages(recipe(tmp_path), ["alpha", "beta"])
+    assert (tmp_path / "run" / "alpha" / MARKER).exists() and runs(tmp_path, "alpha") == 3
+
+
+def test_stage_without_upstream_is_a_clear_error(fake_stages, tmp_path):
+    with pytest.raises(PipelineError, match="stage 'beta' needs alpha: run alpha first"):
+        run_stages(recipe(tmp_path), ["beta"])
+
+
+def test_stage_command_on_folder_with_only_config(fake_stages, tmp_path, capsys):
+    from pipeline.cli import main
+
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("alpha: {value: 5}\n")
+    assert main(["stage", "alpha", "--run", str(folder)]) == 0
+    assert json.loads((folder / "alpha" / "metrics.json").read_text())["value"] == 5
+    assert main(["stage", "beta", "--run", str(tmp_path / "nowhere")]) == 2
+    assert "not a run folder (no config.yaml)" in capsys.readouterr().err
