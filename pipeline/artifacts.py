@@ -26,6 +26,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 
 MARKER = "_SUCCESS"
+STARTED = "_STARTED"  # present while a stage is running or was interrupted: its fingerprint, to resume safely
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -78,12 +79,18 @@ class RunDir:
             raise PipelineError(f"{self.root}: stage {stage!r} has no final model at {path}: run it first")
         return path
 
+    def dataset(self, name: str, where: str):
+        """A dataset the data stage built, as a `datasets.DatasetDict`; `where` names the recipe field asking."""
+        import datasets
+
+        path = self.root / "data" / name
+        if not (path / "dataset_dict.json").is_file():
+            have = sorted(p.parent.name for p in (self.root / "data").glob("*/dataset_dict.json"))
+            raise PipelineError(f"{where}: no dataset {name!r} in {self.root / 'data'} (built: {', '.join(have) or 'none'})")
+        return datasets.load_from_disk(str(path))
+
     def marker(self, stage: str) -> dict | None:
-        path = self.root / stage / MARKER
-        try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return _read_json(self.root / stage / MARKER)
 
     def metrics(self, stage: str) -> dict:
         path = self.root / stage / "metrics.json"
@@ -98,17 +105,35 @@ class RunDir:
     def upstream_ids(self, needs: tuple[str, ...]) -> dict[str, str | None]:
         return {need: (self.marker(need) or {}).get("id") for need in needs}
 
-    def begin(self, stage: str) -> Path:
-        """Remove the marker first: from here until `complete`, the stage counts as not done."""
-        path = self.stage_dir(stage)
-        (path / MARKER).unlink(missing_ok=True)
-        return path
+    def begin(self, stage: str, fingerprint: str = "", needs: tuple[str, ...] = ()) -> bool:
+        """Start (or resume) a stage; returns True when it resumes an interrupted attempt.
+
+        The marker goes first: from here until `complete`, the stage counts as not done. An interrupted attempt
+        with the same fingerprint and upstream keeps its folder (checkpoints to resume from); anything else
+        (a finished stage run again, a changed config or upstream) starts from an empty folder.
+        """
+        path = self.root / stage
+        started = {"fingerprint": fingerprint, "upstream": self.upstream_ids(needs)}
+        resumable = path.is_dir() and self.marker(stage) is None and _read_json(path / STARTED) == started
+        if not resumable and path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / STARTED, started)
+        return resumable
 
     def complete(self, stage: str, fingerprint: str, needs: tuple[str, ...], metrics: dict) -> None:
         write_json(self.root / stage / "metrics.json", metrics)
+        (self.root / stage / STARTED).unlink(missing_ok=True)
         write_json(self.root / stage / MARKER, {
             "id": uuid.uuid4().hex,
             "fingerprint": fingerprint,
             "upstream": self.upstream_ids(needs),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

@@ -68,8 +68,8 @@ def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, state: PartialS
     if missing:
         raise PipelineError(f"{run.root}: stage {name!r} needs {', '.join(missing)}: run {' and '.join(missing)} first")
     if state.is_main_process:
-        run.begin(name)
-        console.rule(f"[bold]{name}")
+        resumed = run.begin(name, fingerprint, mod.NEEDS)
+        console.rule(f"[bold]{name}" + (" (resuming)" if resumed else ""))
     state.wait_for_everyone()
     if state.num_processes > 1:
         print(f"rank {state.process_index}/{state.num_processes}: {name}", file=sys.stderr, flush=True)

@@ -39,3 +39,17 @@ def test_replace_dir(tmp_path):
     (tmp_path / "final" / "old").write_text("old")
     replace_dir(tmp_path / "new", tmp_path / "final")
     assert os.listdir(tmp_path / "final") == ["f"] and not (tmp_path / "new").exists()
+
+
+def test_begin_resumes_only_the_same_interrupted_attempt(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.begin("x", "fp") is False
+    (tmp_path / "x" / "checkpoint-5").mkdir()
+    assert run.begin("x", "fp") is True  # interrupted, same config: the checkpoint stays
+    assert (tmp_path / "x" / "checkpoint-5").is_dir()
+    assert run.begin("x", "changed") is False  # another config: start clean
+    assert not (tmp_path / "x" / "checkpoint-5").exists()
+    (tmp_path / "x" / "out").write_text("done")
+    run.complete("x", "changed", (), {})
+    assert run.begin("x", "changed") is False  # a finished stage run again (--force) starts clean too
+    assert not (tmp_path / "x" / "out").exists()
