@@ -17,6 +17,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -154,9 +155,10 @@ def build(cls: type, data: Any, where: str):
     kwargs = {key: coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as e:  # a __post_init__ check
+    except (ValueError, TypeError) as e:  # a __post_init__ check; "field: problem" becomes where.field: problem
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"{where}: {message}") from None
+        sep = "." if re.match(r"[A-Za-z_]\w*: ", message) else ": "
+        raise ConfigError(f"{where}{sep}{message}") from None
 
 
 def coerce(tp: Any, value: Any, where: str) -> Any:

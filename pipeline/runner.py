@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from rich.console import Console
@@ -44,9 +45,16 @@ def open_run(recipe: config_lib.Recipe, state: PartialState) -> RunDir:
     return run
 
 
+def distributed_state() -> PartialState:
+    """accelerate's process state. Without an accelerator, `cpu=True` lets launched ranks join a gloo group
+    (accelerate otherwise treats each CPU rank as a lone process); stages' own `PartialState()` share it."""
+    accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return PartialState(cpu=not accelerator)
+
+
 def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False) -> dict[str, dict]:
     """Run `stages` in pipeline order; returns {stage: metrics} for every stage (run or skipped)."""
-    state = PartialState()
+    state = distributed_state()
     _setup_logging(state)
     run = open_run(recipe, state)
     results = {}

@@ -53,7 +53,7 @@ def test_overrides(fake_stages, tmp_path):
     ("alpha: {fail: 'yes'}\n", [], "r.yaml: alpha.fail: expected bool, got 'yes'"),
     ("alpha: {label: [1]}\n", [], "r.yaml: alpha.label: expected str, got a list"),
     ("alpha: 3\n", [], "r.yaml: alpha: expected a mapping, got 3"),
-    ("run: {stages: [alpha, omega]}\n", [], "r.yaml: run: stages: unknown stage 'omega' (valid: alpha, beta)"),
+    ("run: {stages: [alpha, omega]}\n", [], "r.yaml: run.stages: unknown stage 'omega' (valid: alpha, beta)"),
     ("run: {report_to: [mlflow]}\n", [], "unknown tracker 'mlflow'"),
     ("alpha: {}\n", ["alpha.rate=fast"], "r.yaml: alpha.rate: expected float, got 'fast'"),
     ("alpha: {}\n", ["alpha.rate"], "override 'alpha.rate': expected section.key=value"),

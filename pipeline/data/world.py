@@ -1,0 +1,419 @@
+"""The embedded default dataset: a small, seeded, self-consistent synthetic world with exact ground truth.
+
+A run with no network still has something true to learn and to be scored on. `build_world(cfg, seed)`
+draws the world from `seed` (same config and seed give identical datasets; another seed gives another world):
+
+* people with unique first names, each with an age (18-80), a town, a job (and its workplace), a pet
+  (species + pet name), a favourite colour, food and thing; some have a sibling, most a best friend
+  (both relations symmetric). Towns belong to countries, countries to continents.
+* arithmetic: a + b, a - b (a >= b) and a * b with operands 0..max_operand (products up to 12 * 12).
+
+It returns a dict of `datasets.DatasetDict`, one per name (schemas in `FEATURES`):
+
+* `corpus` {text} train/validation: stories, profiles, town and animal facts and arithmetic statements in
+  varied templates. About `corpus_bytes` bytes in all (validation: `validation_fraction` of it). Train
+  opens with a fact sheet interleaved with random documents, so every fact of the world appears once
+  corpus_bytes is about 1 KB per person or more (the default is); arithmetic statements of the `qa_eval`
+  questions never appear in the corpus, so arithmetic is scored on unseen sums.
+* `dialogue` {messages} train/validation/test: TRL conversational chats, one to three user questions
+  about the world or arithmetic, each answered correctly, politely and concisely.
+* `preferences` {prompt, chosen, rejected, kind} train/validation/test: chosen is the correct answer;
+  rejected is one of `PREFERENCE_KINDS` (wrong_fact only for world questions, wrong_arithmetic only for
+  arithmetic ones).
+* `prompts` {prompt} train/test: single user questions for PPO.
+* `qa_eval` {prompt, question, answer, category} test: held-out questions with exact answers; categories
+  are `CATEGORIES` (age town country job pet pet_name color food thing sibling friend town_country
+  arithmetic), spread evenly with about a quarter arithmetic. qa_eval and prompts together take at most
+  40% of any category's questions (the rest stays for training), then fill up with arithmetic.
+* `analogies` {section, a, b, c, d} test: a:b :: c:d word analogies from the world's relations, all four
+  words lowercase and present in the train corpus (as tokens of `words()`); `questions_words()` renders
+  them in word2vec's questions-words.txt format.
+* `regression` {x, y, function, curve, true_params, noise_sd} train: `n_regression` points on each of
+  `regression_curves`, y = f(x; true_params) + N(0, noise_sd); `curve_value` evaluates `function`.
+
+Questions are split by identity ((person, attribute), (town, country) or (a, op, b)), never by row:
+qa_eval, prompts and the dialogue/preference train, validation and test questions are pairwise disjoint.
+
+Answer format (`qa_eval.answer`, contained verbatim in every correct `dialogue` reply): ages and results
+as decimal integers ("34", "12"); town, country (also for town_country), pet name (pet_name) and person
+names (sibling, friend) capitalised as in the corpus ("Lisbon", "Portugal", "Pip", "Tom"); job, pet
+species (pet), colour, food and thing as lowercase words ("baker", "cat", "green", "soup", "kite"). No answer word contains another, so case-insensitive
+substring matching is sound for world answers; for numbers, match whole tokens.
+
+Reproduce: `build_world(WorldConfig(), seed=0)`; `World(cfg, seed)` exposes the facts (`answer`, `key_of`).
+"""
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+from datasets import Dataset, DatasetDict, Features, List, Value
+
+from pipeline.data import world_text as T
+from pipeline.errors import PipelineError
+
+PERSON_CATEGORIES = T.PERSON_CATEGORIES
+CATEGORIES = PERSON_CATEGORIES + ("town_country", "arithmetic")
+PREFERENCE_KINDS = ("wrong_fact", "wrong_arithmetic", "rude", "rambling", "off_topic", "no_answer")
+CURVES = {  # name: (function of x, {param: (low, high)}, (x low, x high))
+    "linear": ("a + b*x", {"a": (-2.0, 2.0), "b": (0.5, 3.0)}, (0.0, 10.0)),
+    "exp_rise": ("b1*(1 - exp(-b2*x))", {"b1": (5.0, 20.0), "b2": (0.1, 0.8)}, (0.0, 15.0)),
+    "exp_decay": ("a*exp(-b*x) + c", {"a": (2.0, 10.0), "b": (0.2, 1.0), "c": (0.0, 3.0)}, (0.0, 10.0)),
+    "logistic": ("b1/(1 + exp(-b2*(x - b3)))", {"b1": (5.0, 15.0), "b2": (0.5, 2.0), "b3": (3.0, 7.0)}, (0.0, 10.0)),
+    "power": ("a*pow(x, b)", {"a": (0.5, 2.0), "b": (0.3, 1.5)}, (0.5, 10.0)),
+}
+_MSG = List({"role": Value("string"), "content": Value("string")})
+FEATURES = {
+    "corpus": Features({"text": Value("string")}),
+    "dialogue": Features({"messages": _MSG}),
+    "preferences": Features({"prompt": _MSG, "chosen": _MSG, "rejected": _MSG, "kind": Value("string")}),
+    "prompts": Features({"prompt": _MSG}),
+    "qa_eval": Features({"prompt": _MSG, "question": Value("string"), "answer": Value("string"), "category": Value("string")}),
+    "analogies": Features({k: Value("string") for k in ("section", "a", "b", "c", "d")}),
+    "regression": Features({"x": Value("float64"), "y": Value("float64"), "function": Value("string"), "curve": Value("string"),
+                            "true_params": Value("string"), "noise_sd": Value("float64")}),
+}
+_FIELD = {"pet": "species", "pet_name": "pet", "sibling": "sib", "town_country": "country", "arithmetic": "c"}
+_HOLDOUT_CAP = 0.4  # at most this share of a category's questions goes to qa_eval + prompts
+
+
+@dataclass
+class WorldConfig:
+    n_people: int = field(default=60, metadata={"help": "People in the world (unique first names; names are invented beyond ~180)."})
+    n_towns: int = field(default=12, metadata={"help": "Towns the people live in (3-30), two per country at most."})
+    corpus_bytes: int = field(default=100_000, metadata={"help": "Target size of the text corpus in bytes (~100 KB tiny, 100+ MB large)."})
+    n_dialogues: int = field(default=1000, metadata={"help": "Dialogue rows over train/validation/test."})
+    n_preferences: int = field(default=1000, metadata={"help": "Preference pairs over train/validation/test."})
+    n_prompts: int = field(default=200, metadata={"help": "PPO prompts over train/test, one held-out question each (fewer if the world runs out)."})
+    n_eval: int = field(default=200, metadata={"help": "Held-out ground-truth questions in qa_eval (fewer if the world runs out)."})
+    n_regression: int = field(default=50, metadata={"help": "Points per regression curve (one curve per name in regression_curves)."})
+    regression_curves: list[str] = field(default_factory=lambda: list(CURVES), metadata={"help": f"Regression curves to draw, from: {', '.join(CURVES)}."})
+    regression_noise: float = field(default=0.03, metadata={"help": "Gaussian noise sd as a fraction of each curve's range of y."})
+    max_operand: int = field(default=20, metadata={"help": "Largest operand of additions and subtractions (products use up to 12)."})
+    max_analogies_per_section: int = field(default=200, metadata={"help": "Cap on analogy questions per relation section."})
+    multi_turn_fraction: float = field(default=0.3, metadata={"help": "Share of dialogues with 2-3 question turns."})
+    system_prompt_fraction: float = field(default=0.0, metadata={"help": "Share of dialogues that start with a system message."})
+    validation_fraction: float = field(default=0.1, metadata={"help": "Share of questions (and corpus bytes) in validation splits."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Share of questions in test splits (dialogue, preferences, prompts)."})
+
+
+def words(text: str) -> list[str]:
+    """The tokenisation the analogies assume: lowercase runs of letters."""
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def curve_value(function: str, x, params: dict):
+    """Evaluate a `regression.function` string at x (float or numpy array) with its named params."""
+    env = {"exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos, "sqrt": np.sqrt, "pow": np.power}
+    return eval(function, {"__builtins__": {}}, {**env, **params, "x": np.asarray(x, dtype=float)})  # noqa: S307 (our strings)
+
+
+def questions_words(analogies: Dataset) -> str:
+    """Render analogy rows as gensim's questions-words.txt: `: section` headers, then `a b c d` lines."""
+    lines, current = [], None
+    for row in analogies:
+        if row["section"] != current:
+            current = row["section"]
+            lines.append(f": {current}")
+        lines.append(" ".join(row[k] for k in "abcd"))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+class World:
+    """The facts of one seeded world, and how to ask about and state them. Question keys are strings:
+    "age:Mara", "town_country:Lisbon", "arithmetic:7+5"."""
+
+    def __init__(self, cfg: WorldConfig, seed: int):
+        _validate(cfg)
+        self.cfg, self.seed = cfg, seed
+        rng = random.Random(f"world:{seed}")
+        self.town_info = {t[0]: t for t in sorted(rng.sample(T.TOWNS, cfg.n_towns))}
+        self.workplace, self.animal = dict(T.JOBS), {p[0]: p[1:] for p in T.PETS}
+        self.people = {}
+        for name, sex in T.names(rng, cfg.n_people):
+            self.people[name] = T.Person(
+                name, sex, age=str(rng.randint(18, 80)), town=rng.choice(list(self.town_info)), job=rng.choice(T.JOBS)[0],
+                pet=rng.choice(T.PETS)[0], pet_name=rng.choice(T.PET_NAMES), color=rng.choice(T.COLORS),
+                food=rng.choice(T.FOODS), thing=rng.choice(T.THINGS), sibling="", friend="")
+        names = list(self.people)
+        order = rng.sample(names, len(names))
+        for a, b in zip(order[0:int(0.4 * len(names)) // 2 * 2:2], order[1:int(0.4 * len(names)) // 2 * 2:2]):
+            self.people[a].facts["sibling"], self.people[b].facts["sibling"] = b, a
+        pending = None
+        for name in rng.sample(names, len(names)):
+            if pending is not None and self.people[pending].facts["sibling"] != name:
+                self.people[pending].facts["friend"], self.people[name].facts["friend"] = name, pending
+                pending = None
+            else:
+                pending = name
+        for p in self.people.values():
+            p.finish(self)
+        self.plist, self.towns = list(self.people.values()), list(self.town_info)
+        self.residents = {t: [p for p in self.plist if p.facts["town"] == t] for t in self.towns}
+        self.keys = {c: [f"{c}:{p.name}" for p in self.plist if c in p.cats] for c in PERSON_CATEGORIES}
+        self.keys["town_country"] = [f"town_country:{t}" for t in self.town_info]
+        m = cfg.max_operand
+        self.keys["arithmetic"] = ([f"arithmetic:{a}+{b}" for a in range(m + 1) for b in range(m + 1)]
+                                   + [f"arithmetic:{a}-{b}" for a in range(m + 1) for b in range(a + 1)]
+                                   + [f"arithmetic:{a}*{b}" for a in range(min(m, 12) + 1) for b in range(min(m, 12) + 1)])
+        self.domain = {"age": [str(a) for a in range(18, 81)], "town": list(self.town_info), "job": [j for j, _ in T.JOBS],
+                       "country": sorted({t[1] for t in self.town_info.values()}), "pet": list(self.animal),
+                       "pet_name": T.PET_NAMES, "color": T.COLORS, "food": T.FOODS, "thing": T.THINGS,
+                       "sibling": names, "friend": names}
+        self.domain["town_country"] = self.domain["country"]
+        self._index = None
+
+    # ---- facts, questions and answers ---------------------------------------------------------
+    def _vals(self, key):
+        cat, subject = key.split(":", 1)
+        if cat == "arithmetic":
+            a, op, b = re.fullmatch(r"(\d+)([-+*])(\d+)", subject).groups()
+            c = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+            return cat, op, {"a": a, "b": b, "c": str(c), "op": op, "opw": T.OP_WORD[op]}
+        if cat == "town_country":
+            return cat, cat, {"town": subject, "country": self.town_info[subject][1]}
+        return cat, cat, self.people[subject].vn
+
+    def answer(self, key: str) -> str:
+        cat, _, vals = self._vals(key)
+        return str(vals[_FIELD.get(cat, cat)])
+
+    def category(self, key: str) -> str:
+        return key.split(":", 1)[0]
+
+    def questions(self, key: str) -> list[str]:
+        _, qcat, vals = self._vals(key)
+        return [q.format_map(vals) for q in T.QUESTIONS[qcat]]
+
+    def key_of(self, question: str) -> str | None:
+        """The question key of any phrasing this world produces, or None."""
+        if self._index is None:
+            self._index = {q: k for ks in self.keys.values() for k in ks for q in self.questions(k)}
+        return self._index.get(question)
+
+    def reply(self, key, rng, value=None, polite=True):
+        cat, _, vals = self._vals(key)
+        if value is not None:
+            f = _FIELD.get(cat, cat)
+            vals = {**vals, f: value, "a_job": T.article(value if f == "job" else vals.get("job", "x")),
+                    "a_species": T.article(value if f == "species" else vals.get("species", "x"))}
+        return (rng.choice(T.POLITE) if polite else "") + rng.choice(T.REPLIES[cat]).format_map(vals)
+
+    def analogy_pairs(self):
+        t = self.town_info.values()
+        ps = self.plist
+        return {
+            "town-country": [(x[0], x[1]) for x in t],
+            "country-continent": sorted({(x[1], x[2]) for x in t}),
+            "person-town": [(p.name, p.facts["town"]) for p in ps],
+            "person-job": [(p.name, p.facts["job"]) for p in ps],
+            "person-pet": [(p.name, p.facts["pet"]) for p in ps],
+            "job-workplace": sorted({(p.facts["job"], self.workplace[p.facts["job"]]) for p in ps}),
+            "animal-sound": sorted({(p.facts["pet"], self.animal[p.facts["pet"]][1]) for p in ps}),
+            "animal-plural": sorted({(p.facts["pet"], self.animal[p.facts["pet"]][0]) for p in ps}),
+        }
+
+
+def _validate(cfg):
+    ints = {"n_people": 4, "n_towns": 3, "corpus_bytes": 0, "n_dialogues": 0, "n_preferences": 0, "n_prompts": 0,
+            "n_eval": 0, "n_regression": 3, "max_operand": 2, "max_analogies_per_section": 0}
+    for name, low in ints.items():
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < low:
+            raise PipelineError(f"world.{name}: expected an integer >= {low}, got {value!r}")
+    for name, high in (("n_towns", len(T.TOWNS)), ("n_people", 2000)):
+        if getattr(cfg, name) > high:
+            raise PipelineError(f"world.{name}: at most {high}, got {getattr(cfg, name)}")
+    for name in ("regression_noise", "multi_turn_fraction", "system_prompt_fraction", "validation_fraction", "test_fraction"):
+        if not isinstance(getattr(cfg, name), (int, float)) or not 0 <= getattr(cfg, name) < 1:
+            raise PipelineError(f"world.{name}: expected a number in [0, 1), got {getattr(cfg, name)!r}")
+    if cfg.validation_fraction + cfg.test_fraction >= 0.9:
+        raise PipelineError("world: validation_fraction + test_fraction must stay below 0.9")
+    unknown = [c for c in cfg.regression_curves if c not in CURVES]
+    if unknown or len(set(cfg.regression_curves)) != len(cfg.regression_curves):
+        raise PipelineError(f"world.regression_curves: unknown or repeated {unknown or cfg.regression_curves}; choose from {list(CURVES)}")
+
+
+def _split_keys(world, cfg, rng):
+    """Question keys per role: eval, prompts, train, validation, test (disjoint, per category)."""
+    pools = {c: rng.sample(ks, len(ks)) for c, ks in world.keys.items() if ks}
+    cap, taken = {c: int(_HOLDOUT_CAP * len(ks)) for c, ks in pools.items()}, dict.fromkeys(pools, 0)
+    slots = [c for c in pools if c != "arithmetic"]
+    slots += ["arithmetic"] * max(1, round(len(slots) / 3))  # ~25% arithmetic
+    held, want, cursor = {"eval": [], "prompts": []}, {"eval": cfg.n_eval, "prompts": cfg.n_prompts}, {"eval": 0, "prompts": 0}
+    progressed = True
+    while progressed:  # eval and prompts take turns, each cycling through the category slots
+        progressed = False
+        for role in held:
+            for _ in range(len(slots) if len(held[role]) < want[role] else 0):
+                c = slots[cursor[role] % len(slots)]
+                cursor[role] += 1
+                if taken[c] < cap[c]:
+                    held[role].append(pools[c][taken[c]])
+                    taken[c], progressed = taken[c] + 1, True
+                    break
+    roles = {**held, "train": [], "validation": [], "test": []}
+    for c, ks in pools.items():
+        rest = ks[taken[c]:]
+        n_val, n_test = round(len(rest) * cfg.validation_fraction), round(len(rest) * cfg.test_fraction)
+        roles["validation"] += rest[:n_val]
+        roles["test"] += rest[n_val:n_val + n_test]
+        roles["train"] += rest[n_val + n_test:]
+    return roles
+
+
+class _Pool:
+    """Question keys of one split, for sampling by category (arithmetic ~25%) or by person."""
+
+    def __init__(self, world, keys):
+        self.by_cat, self.by_person = {}, {}
+        for k in keys:
+            self.by_cat.setdefault(world.category(k), []).append(k)
+            if world.category(k) in PERSON_CATEGORIES:
+                self.by_person.setdefault(k.split(":", 1)[1], []).append(k)
+        self.cats = list(self.by_cat)
+        self.weights = [len(self.cats) / 3 if c == "arithmetic" else 1.0 for c in self.cats]
+
+    def pick(self, rng, person=None):
+        if person in self.by_person and rng.random() < 0.5:
+            return rng.choice(self.by_person[person])
+        return rng.choice(self.by_cat[rng.choices(self.cats, self.weights)[0]])
+
+
+def _user(text):
+    return {"role": "user", "content": text}
+
+
+def _assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+def _ds(rows, name):
+    feats = FEATURES[name]
+    return Dataset.from_dict({k: [r[k] for r in rows] for k in feats}, features=feats)
+
+
+def _sizes(n, cfg):
+    val, test = round(n * cfg.validation_fraction), round(n * cfg.test_fraction)
+    return {"train": n - val - test, "validation": val, "test": test}
+
+
+def _dialogues(world, pools, cfg, rng):
+    out = {}
+    for split, n in _sizes(cfg.n_dialogues, cfg).items():
+        rows, pool = [], pools[split]
+        for _ in range(n if pool.cats else 0):
+            msgs = [{"role": "system", "content": T.SYSTEM_PROMPT}] if rng.random() < cfg.system_prompt_fraction else []
+            person, used = None, set()
+            for _ in range(rng.randint(2, 3) if rng.random() < cfg.multi_turn_fraction else 1):
+                key = pool.pick(rng, person)
+                if key in used:
+                    continue
+                used.add(key)
+                msgs += [_user(rng.choice(world.questions(key))), _assistant(world.reply(key, rng))]
+                person = key.split(":", 1)[1]
+            rows.append({"messages": msgs})
+        out[split] = _ds(rows, "dialogue")
+    return DatasetDict(out)
+
+
+def _preferences(world, pools, cfg, rng):
+    out, turn = {}, {"world": 0, "arithmetic": 0}
+    for split, n in _sizes(cfg.n_preferences, cfg).items():
+        rows, pool = [], pools[split]
+        for _ in range(n if pool.cats else 0):
+            prompt = []
+            if rng.random() < cfg.multi_turn_fraction / 2:
+                k0 = pool.pick(rng)
+                prompt += [_user(rng.choice(world.questions(k0))), _assistant(world.reply(k0, rng))]
+            key = pool.pick(rng)
+            family = "arithmetic" if world.category(key) == "arithmetic" else "world"
+            kinds = [k for k in PREFERENCE_KINDS if k != ("wrong_fact" if family == "arithmetic" else "wrong_arithmetic")]
+            kind = kinds[turn[family] % len(kinds)]
+            turn[family] += 1
+            prompt.append(_user(rng.choice(world.questions(key))))
+            rows.append({"prompt": prompt, "chosen": [_assistant(world.reply(key, rng))],
+                         "rejected": [_assistant(T.rejected(world, key, kind, rng))], "kind": kind})
+        out[split] = _ds(rows, "preferences")
+    return DatasetDict(out)
+
+
+def _corpus(world, roles, cfg, seed):
+    held = set(roles["eval"])
+    triples = [k for k in world.keys["arithmetic"] if k not in held]
+    out, analogy_words = {}, {w.lower() for ps in world.analogy_pairs().values() for p in ps for w in p}
+    n_val = round(cfg.corpus_bytes * cfg.validation_fraction)
+    for split, target in (("train", cfg.corpus_bytes - n_val), ("validation", n_val)):
+        rng = random.Random(f"corpus:{split}:{seed}")
+        cover = T.coverage(world, rng) if split == "train" else ()
+        missing, parts, chunk, size = set(analogy_words), [], [], 0
+        for doc in T.documents(world, rng, target, triples, cover):
+            if missing and split == "train":
+                missing.difference_update(words(doc))
+            chunk.append(doc)
+            size += len(doc)
+            if size > 1 << 23:
+                parts.append(_ds([{"text": d} for d in chunk], "corpus"))
+                chunk, size = [], 0
+        parts.append(_ds([{"text": d} for d in chunk], "corpus"))
+        out[split] = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        if split == "train":
+            present = analogy_words - missing
+    return DatasetDict(out), present
+
+
+def _analogies(world, present, cfg, rng):
+    rows = []
+    for section, pairs in world.analogy_pairs().items():
+        pairs = [(a.lower(), b.lower()) for a, b in pairs if a.lower() in present and b.lower() in present]
+        found, seen = [], set()
+        if len(pairs) ** 2 <= 50_000:
+            cands = [(p, q) for p in pairs for q in pairs if len({*p, *q}) == 4]
+            found = rng.sample(cands, min(len(cands), cfg.max_analogies_per_section))
+        else:
+            for _ in range(cfg.max_analogies_per_section * 20):
+                p, q = rng.choice(pairs), rng.choice(pairs)
+                if len(found) < cfg.max_analogies_per_section and len({*p, *q}) == 4 and (p, q) not in seen:
+                    seen.add((p, q))
+                    found.append((p, q))
+        rows += [{"section": section, "a": p[0], "b": p[1], "c": q[0], "d": q[1]} for p, q in found]
+    return DatasetDict({"test": _ds(rows, "analogies")})
+
+
+def _regression(cfg, seed):
+    rng, rows = np.random.default_rng([seed, 7]), []
+    for curve in cfg.regression_curves:
+        function, ranges, (lo, hi) = CURVES[curve]
+        params = {k: round(float(rng.uniform(*r)), 3) for k, r in sorted(ranges.items())}
+        x = np.sort(rng.uniform(lo, hi, cfg.n_regression)).round(4)
+        f = curve_value(function, x, params)
+        sd = round(cfg.regression_noise * float(f.max() - f.min()), 4)
+        y = f + rng.normal(0.0, sd, x.shape)
+        rows += [{"x": float(a), "y": float(b), "function": function, "curve": curve,
+                  "true_params": json.dumps(params, sort_keys=True), "noise_sd": sd} for a, b in zip(x, y)]
+    return DatasetDict({"train": _ds(rows, "regression")})
+
+
+def build_world(cfg: WorldConfig, seed: int) -> dict[str, DatasetDict]:
+    """Every dataset of the world drawn from `seed` (see the module docstring)."""
+    world = World(cfg, seed)
+    roles = _split_keys(world, cfg, random.Random(f"split:{seed}"))
+    pools = {s: _Pool(world, roles[s]) for s in ("train", "validation", "test")}
+    corpus, present = _corpus(world, roles, cfg, seed)
+    rng = random.Random(f"prompts:{seed}")
+    qa = [{"prompt": [_user(q)], "question": q, "answer": world.answer(k), "category": world.category(k)}
+          for k in roles["eval"] for q in [rng.choice(world.questions(k))]]
+    n_test = round(len(roles["prompts"]) * cfg.test_fraction)
+    prompts = [{"prompt": [_user(rng.choice(world.questions(k)))]} for k in roles["prompts"]]
+    return {
+        "corpus": corpus,
+        "dialogue": _dialogues(world, pools, cfg, random.Random(f"dialogue:{seed}")),
+        "preferences": _preferences(world, pools, cfg, random.Random(f"preferences:{seed}")),
+        "prompts": DatasetDict({"train": _ds(prompts[n_test:], "prompts"), "test": _ds(prompts[:n_test], "prompts")}),
+        "qa_eval": DatasetDict({"test": _ds(qa, "qa_eval")}),
+        "analogies": _analogies(world, present, cfg, random.Random(f"analogies:{seed}")),
+        "regression": _regression(cfg, seed),
+    }

@@ -1,0 +1,143 @@
+"""Data: builds every dataset the run needs, in TRL's formats, each with a Hugging Face dataset card.
+
+    pipeline stage data --config recipes/tiny.yaml
+    accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m pipeline.stages.data --run runs/tiny
+
+The embedded default is a seeded synthetic world (`pipeline.data.world`): corpus, dialogue, preferences,
+prompts, qa_eval, analogies and regression, all with ground truth. Real data comes from `sources` entries
+(local files or Hub ids, mapped by `pipeline.data.sources`). Output, read by later stages through
+`datasets.load_from_disk`:
+
+    <run>/data/<name>/                   DatasetDict (save_to_disk) + README.md (its dataset card)
+    <run>/data/analogies/questions-words.txt
+    <run>/data/manifest.json             format, rows per split, features, origin and cleaning report
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import pyarrow.compute as pc
+from accelerate import PartialState
+
+from pipeline.artifacts import RunDir, atomic_write, replace_dir, write_json
+from pipeline.config import to_plain
+from pipeline.data import cards
+from pipeline.data.sources import SourceConfig, load_source
+from pipeline.data.world import WorldConfig, build_world, questions_words
+from pipeline.errors import PipelineError
+
+NAME, NEEDS = "data", ()
+HEADLINE = ("datasets", "rows", "corpus_mb")
+FORMATS = {"corpus": "text", "dialogue": "messages", "preferences": "preferences", "prompts": "prompts",
+           "qa_eval": "qa", "analogies": "analogies", "regression": "regression"}
+
+
+@dataclass
+class Config:
+    synthetic: bool = field(default=True, metadata={"help": "Build the synthetic world's datasets (the embedded default)."})
+    world: WorldConfig = field(default_factory=WorldConfig, metadata={"help": "Size and splits of the synthetic world."})
+    sources: list[SourceConfig] = field(default_factory=list, metadata={"help": "Real datasets from local files or Hub ids, each mapped to a TRL format."})
+
+    def __post_init__(self):
+        names = [s.name for s in self.sources] + (list(FORMATS) if self.synthetic else [])
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"sources: dataset name {name!r} is built twice (the synthetic world uses {', '.join(FORMATS)})")
+
+
+def run(cfg: Config, run: RunDir) -> dict:
+    state = PartialState()
+    metrics = {}
+    if state.is_main_process:  # the datasets are small next to training: one process builds, the others wait
+        metrics = build_all(cfg, run.stage_dir(NAME), run.seed)
+    state.wait_for_everyone()
+    return metrics
+
+
+def build_all(cfg: Config, out: Path, seed: int) -> dict:
+    command = f"pipeline stage data --config recipe.yaml run.seed={seed}  # recipe.yaml: the data section below"
+    manifest = {}
+    if cfg.synthetic:
+        settings = to_plain(cfg.world)
+        for name, ds in build_world(cfg.world, seed).items():
+            card = cards.render(name, ds, settings, command=command, seed=seed)
+            manifest[name] = save(out, name, ds, card, FORMATS[name], origin="synthetic world")
+        write_questions_words(out)
+    for src in cfg.sources:
+        ds, report = load_source(src, seed, where="data.sources")
+        card = cards.render("source", ds, to_plain(src), command=command, report=report, **source_variables(src))
+        manifest[src.name] = save(out, src.name, ds, card, src.format, origin=src.path, report=report)
+    if not manifest:
+        raise PipelineError("data: nothing to build (synthetic is false and sources is empty)")
+    write_json(out / "manifest.json", manifest)
+    return summarize(manifest, out)
+
+
+def save(out: Path, name: str, ds: datasets.DatasetDict, card: str, fmt: str, origin: str, report: dict | None = None) -> dict:
+    """Write the dataset and its card under a temporary name, then move the finished folder into place."""
+    tmp = out / f".{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per split is noise next to the one-line stage summary
+    try:
+        ds.save_to_disk(str(tmp))
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    atomic_write(tmp / "README.md", card)
+    replace_dir(tmp, out / name)
+    first = next(iter(ds.values()))
+    entry = {"format": fmt, "origin": origin, "splits": {k: len(v) for k, v in ds.items()},
+             "features": first.features.to_dict()}
+    if report is not None:
+        entry["report"] = report
+    return entry
+
+
+def write_questions_words(out: Path) -> None:
+    analogies = datasets.load_from_disk(str(out / "analogies"))
+    atomic_write(out / "analogies" / "questions-words.txt", questions_words(analogies["test"]))
+
+
+def source_variables(src: SourceConfig) -> dict:
+    return {"name": src.name, "path": src.path, "mapper": src.mapper, "format": src.format,
+            "license": src.license, "description": src.description,
+            "mapper_help": MAPPER_HELP.get(src.mapper, src.mapper), "format_help": FORMAT_HELP[src.format]}
+
+
+MAPPER_HELP = {
+    "auto": "columns renamed as the recipe says", "columns": "columns renamed as the recipe says",
+    "hh": "Anthropic HH-RLHF transcripts split at the last Assistant turn",
+    "oasst": "OpenAssistant message trees walked into conversations and ranked sibling replies",
+    "dolly": "Dolly instruction/context/response records", "alpaca": "Alpaca and Self-Instruct instruction records",
+    "text": "plain text split into documents",
+}
+FORMAT_HELP = {
+    "text": "language modeling: one column `text`",
+    "messages": "conversational: `messages`, a list of role/content turns ending with the assistant",
+    "preferences": "conversational preference: `prompt` messages, `chosen` and `rejected` assistant replies",
+    "prompts": "conversational prompt-only: `prompt` messages ending with a user turn",
+}
+
+
+def summarize(manifest: dict, out: Path) -> dict:
+    metrics = {"datasets": len(manifest), "rows": sum(sum(e["splits"].values()) for e in manifest.values())}
+    for name, entry in manifest.items():
+        for split, rows in entry["splits"].items():
+            metrics[f"{name}/{split}_rows"] = rows
+    if "corpus" in manifest:
+        corpus = datasets.load_from_disk(str(out / "corpus"))
+        nbytes = sum(pc.sum(pc.binary_length(split.data.column("text"))).as_py() or 0 for split in corpus.values())
+        metrics["corpus_mb"] = round(nbytes / 1e6, 3)
+    return metrics
+
+
+if __name__ == "__main__":
+    from pipeline.runner import stage_main
+
+    stage_main(NAME)
