@@ -89,6 +89,16 @@ class RunDir:
             raise PipelineError(f"{where}: no dataset {name!r} in {self.root / 'data'} (built: {', '.join(have) or 'none'})")
         return datasets.load_from_disk(str(path))
 
+    def last_checkpoint(self, stage: str) -> str | None:
+        """The newest complete HF Trainer checkpoint (`checkpoint-<step>/` whose trainer_state.json, written
+        last, parses), or None. A run killed while saving leaves a partial folder that this skips."""
+        folders = sorted(self.root.joinpath(stage).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+                         if p.name.split("-")[-1].isdigit() else -1)
+        for folder in reversed(folders):
+            if _read_json(folder / "trainer_state.json") is not None:
+                return str(folder)
+        return None
+
     def marker(self, stage: str) -> dict | None:
         return _read_json(self.root / stage / MARKER)
 

@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("list", help="list stages and shipped recipes")
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # overrides may come before or after --options
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except PipelineError as e:

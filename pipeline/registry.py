@@ -12,6 +12,8 @@ from types import ModuleType
 
 STAGES: dict[str, str] = {
     "data": "pipeline.stages.data",
+    "tokenizer": "pipeline.stages.tokenizer",
+    "pretrain": "pipeline.stages.pretrain",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -46,10 +47,18 @@ def open_run(recipe: config_lib.Recipe, state: PartialState) -> RunDir:
 
 
 def distributed_state() -> PartialState:
-    """accelerate's process state. Without an accelerator, `cpu=True` lets launched ranks join a gloo group
-    (accelerate otherwise treats each CPU rank as a lone process); stages' own `PartialState()` share it."""
+    """accelerate's process state, shared by every `PartialState()` in the stages.
+
+    Without an accelerator, launched ranks join a gloo group only with `cpu=True` (accelerate otherwise treats
+    each CPU rank as a lone process). Building a `TrainingArguments` (as resolving a recipe with a trainer stage
+    does) resets the shared state without that flag, so the runner calls this again before every stage.
+    """
     accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return PartialState(cpu=not accelerator)
+    state = PartialState(cpu=not accelerator)
+    if not accelerator and state.num_processes == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        PartialState._reset_state()
+        state = PartialState(cpu=True)
+    return state
 
 
 def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False) -> dict[str, dict]:
@@ -59,13 +68,14 @@ def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False
     run = open_run(recipe, state)
     results = {}
     for name in stages:
-        results[name] = run_stage(recipe, name, run, state, force=force)
+        results[name] = run_stage(recipe, name, run, force=force)
     if state.is_main_process:
         console.print(summary_table(results))
     return results
 
 
-def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, state: PartialState, force: bool = False) -> dict:
+def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = False) -> dict:
+    state = distributed_state()
     mod = registry.module(name)
     fingerprint = recipe.fingerprint(name)
     if not force and run.up_to_date(name, fingerprint, mod.NEEDS):

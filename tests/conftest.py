@@ -29,3 +29,22 @@ def fake_stages(monkeypatch):
 
     monkeypatch.setattr(registry, "STAGES", {"alpha": "tests.fake_stages", "beta": "tests.fake_stages_beta"})
     return registry.STAGES
+
+
+def make_run(folder: Path, **sections) -> Path:
+    """A run folder holding a config.yaml: a small world plus the given sections ({"pretrain": {...}})."""
+    import yaml
+
+    config = {"run": {"seed": 0}, "data": {"world": {"n_people": 20, "corpus_bytes": 60000}},
+              "tokenizer": {"vocab_size": 512}}
+    config.update(sections)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def stage(name: str, folder: Path, *overrides: str) -> None:
+    """Run a stage in this process, failing the test on error."""
+    from pipeline.cli import main
+
+    assert main(["stage", name, "--run", str(folder), *overrides]) == 0

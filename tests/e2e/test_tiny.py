@@ -27,8 +27,11 @@ def test_tiny_recipe_end_to_end(tmp_path):
     first = pipeline("run", "recipes/tiny.yaml", f"run.output_dir={out}")
     assert first.returncode == 0, first.stderr[-3000:]
     files = tree(out)
-    for stage in ("data",):
+    for stage in ("data", "tokenizer", "pretrain"):
         assert f"{stage}/_SUCCESS" in files and f"{stage}/metrics.json" in files
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        assert f"pretrain/final/{name}" in files
+    assert "tokenizer/final/tokenizer.json" in files
     assert {"config.yaml", "env.json", "data/manifest.json", "data/analogies/questions-words.txt"} <= set(files)
     for name in ("corpus", "dialogue", "preferences", "prompts", "qa_eval", "analogies", "regression"):
         assert f"data/{name}/README.md" in files and f"data/{name}/dataset_dict.json" in files
@@ -37,8 +40,11 @@ def test_tiny_recipe_end_to_end(tmp_path):
 
     second = pipeline("run", "recipes/tiny.yaml", f"run.output_dir={out}")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "data: up to date, skipped" in second.stderr
+    for stage in ("data", "tokenizer", "pretrain"):
+        assert f"{stage}: up to date, skipped" in second.stderr
     assert json.loads((out / "data" / "_SUCCESS").read_text())["id"] == marker["id"]
+    metrics = json.loads((out / "pretrain" / "metrics.json").read_text())
+    assert metrics["eval_loss"] < 2.5 and metrics["samples"]  # the world is learnable in a minute
 
 
 def test_bad_override_exits_2_with_one_line(tmp_path):

@@ -53,3 +53,16 @@ def test_begin_resumes_only_the_same_interrupted_attempt(tmp_path):
     run.complete("x", "changed", (), {})
     assert run.begin("x", "changed") is False  # a finished stage run again (--force) starts clean too
     assert not (tmp_path / "x" / "out").exists()
+
+
+def test_last_checkpoint_skips_one_killed_while_saving(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.last_checkpoint("pretrain") is None
+    for step, complete in ((5, True), (10, True), (15, False)):
+        folder = tmp_path / "pretrain" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if complete:
+            (folder / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (tmp_path / "pretrain" / "checkpoint-9" ).mkdir()
+    (tmp_path / "pretrain" / "checkpoint-9" / "trainer_state.json").write_text("{")
+    assert run.last_checkpoint("pretrain") == str(tmp_path / "pretrain" / "checkpoint-10")
