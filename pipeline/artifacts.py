@@ -74,7 +74,7 @@ class RunDir:
 
     def final(self, stage: str) -> Path:
         """Where a model stage saves its `save_pretrained` model and tokenizer; must exist to be read."""
-        path = self.root / stage / "final"
+        path = (self.root / stage / "final").resolve()  # absolute: adapters record their base model's path
         if not path.is_dir():
             raise PipelineError(f"{self.root}: stage {stage!r} has no final model at {path}: run it first")
         return path
@@ -87,7 +87,8 @@ class RunDir:
         if not (path / "dataset_dict.json").is_file():
             have = sorted(p.parent.name for p in (self.root / "data").glob("*/dataset_dict.json"))
             raise PipelineError(f"{where}: no dataset {name!r} in {self.root / 'data'} (built: {', '.join(have) or 'none'})")
-        return datasets.load_from_disk(str(path))
+        # in memory: `map` in the trainers then caches nothing into the data stage's folder
+        return datasets.load_from_disk(str(path), keep_in_memory=True)
 
     def last_checkpoint(self, stage: str) -> str | None:
         """The newest complete HF Trainer checkpoint (`checkpoint-<step>/` whose trainer_state.json, written

@@ -1,7 +1,8 @@
 """Every stage, in pipeline order: one literal dict, name -> module.
 
 One name everywhere: `pipeline/stages/<name>.py` is the `<name>:` recipe section, the `pipeline stage <name>`
-verb and the `<run>/<name>/` folder. A stage module defines NAME, NEEDS (stages whose outputs it reads),
+verb and the `<run>/<name>/` folder. A stage module defines NAME, NEEDS (stages whose outputs it may read;
+optionally `needs(cfg)` narrows them to what a config actually reads),
 HEADLINE (metric keys for the summary table), a `Config` dataclass and `run(cfg, run) -> dict[str, float]`.
 """
 
@@ -14,6 +15,9 @@ STAGES: dict[str, str] = {
     "data": "pipeline.stages.data",
     "tokenizer": "pipeline.stages.tokenizer",
     "pretrain": "pipeline.stages.pretrain",
+    "sft": "pipeline.stages.sft",
+    "reward": "pipeline.stages.reward",
+    "regression": "pipeline.stages.regression",
 }
 
 

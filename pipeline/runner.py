@@ -78,15 +78,16 @@ def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = F
     state = distributed_state()
     mod = registry.module(name)
     fingerprint = recipe.fingerprint(name)
-    if not force and run.up_to_date(name, fingerprint, mod.NEEDS):
+    needs = mod.needs(recipe.sections[name]) if hasattr(mod, "needs") else mod.NEEDS  # NEEDS: every possible one
+    if not force and run.up_to_date(name, fingerprint, needs):
         if state.is_main_process:
             console.print(f"[dim]- {name}: up to date, skipped (--force reruns it)[/dim]")
         return run.metrics(name)
-    missing = [need for need in mod.NEEDS if run.marker(need) is None]
+    missing = [need for need in needs if run.marker(need) is None]
     if missing:
         raise PipelineError(f"{run.root}: stage {name!r} needs {', '.join(missing)}: run {' and '.join(missing)} first")
     if state.is_main_process:
-        resumed = run.begin(name, fingerprint, mod.NEEDS)
+        resumed = run.begin(name, fingerprint, needs)
         console.rule(f"[bold]{name}" + (" (resuming)" if resumed else ""))
     state.wait_for_everyone()
     if state.num_processes > 1:
@@ -98,7 +99,7 @@ def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = F
     metrics.setdefault("num_processes", state.num_processes)
     state.wait_for_everyone()
     if state.is_main_process:
-        run.complete(name, fingerprint, mod.NEEDS, metrics)
+        run.complete(name, fingerprint, needs, metrics)
         console.print(f"[green]✓ {name}[/green] {metrics['seconds']:.1f}s  {headline(mod, metrics)}")
     state.wait_for_everyone()
     return metrics

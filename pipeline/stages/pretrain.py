@@ -12,7 +12,6 @@ scheduler, RNG, data position); a killed run resumes from the last one. The mode
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -21,10 +20,11 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
 
-from pipeline.artifacts import RunDir, replace_dir, write_json
+from pipeline.artifacts import RunDir, write_json
 from pipeline.data.packing import BlockDataset, pack, save_blocks
 from pipeline.errors import PipelineError
 from pipeline.models.sizes import ARCHITECTURES, SIZES, build_config
+from pipeline.trainers import check_precision, history, runtime_args, save_final
 
 NAME, NEEDS = "pretrain", ("data", "tokenizer")
 HEADLINE = ("eval_loss", "val_bpb", "tokens_per_second")
@@ -61,8 +61,7 @@ class Config(TrainingArguments):
             raise ValueError(f"model_size: unknown size {self.model_size!r} (valid: {', '.join(SIZES)})")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture: unknown architecture {self.architecture!r} (valid: {', '.join(ARCHITECTURES)})")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision: expected auto, fp32, bf16 or fp16, got {self.precision!r}")
+        check_precision(self.precision)
         super().__post_init__()
 
 
@@ -75,7 +74,7 @@ def run(cfg: Config, run: RunDir) -> dict:
         write_json(out / "packed" / "stats.json", stats)
     state.wait_for_everyone()
     stats = json.loads((out / "packed" / "stats.json").read_text())
-    args = runtime_args(cfg, run)
+    args = runtime_args(cfg, run, NAME)
     model = AutoModelForCausalLM.from_config(build_config(
         cfg.model_size, cfg.architecture, vocab_size=len(tokenizer), max_position_embeddings=cfg.block_size,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id), attn_implementation="sdpa")
@@ -86,11 +85,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     evaluation = trainer.evaluate()
     metrics = summarize(cfg, args, trainer, result.metrics, evaluation, stats, model)
     if state.is_main_process:
-        tmp = out / ".final.tmp"
-        trainer.save_model(str(tmp))
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the recipe in config.yaml says the same
-        tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, out / "final")
+        save_final(trainer, tokenizer, out)
         metrics["samples"] = sample(out / "final", tokenizer, stats["prompts"][: cfg.n_samples])
     state.wait_for_everyone()
     return metrics
@@ -111,23 +106,13 @@ def prepare_blocks(cfg: Config, run: RunDir, tokenizer) -> dict:
     return stats
 
 
-def runtime_args(cfg: Config, run: RunDir) -> TrainingArguments:
-    """The recipe's config plus what only the run decides: folder, seed, trackers, precision."""
-    gpu = torch.cuda.is_available()
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32")
-    return dataclasses.replace(cfg, output_dir=str(run.stage_dir(NAME)), seed=run.seed, data_seed=run.seed,
-                               report_to=run.report_to, bf16=precision == "bf16", fp16=precision == "fp16",
-                               use_cpu=not gpu)
-
-
 def summarize(cfg, args, trainer, train_metrics, evaluation, stats, model) -> dict:
-    history = trainer.state.log_history
     state = PartialState()
     tokens = trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps \
         * state.num_processes * cfg.block_size
     val = stats["validation"]
     metrics = {
-        "train_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+        "train_loss": history(trainer, "loss")[-1][1],
         "eval_loss": evaluation["eval_loss"],
         # nats per token -> bits per byte of the held-out text: tokenizer-independent, comparable across runs
         "val_bpb": evaluation["eval_loss"] / math.log(2) * val["tokens"] / val["bytes"],
@@ -135,9 +120,9 @@ def summarize(cfg, args, trainer, train_metrics, evaluation, stats, model) -> di
         "train_tokens": tokens,
         "params": sum(p.numel() for p in model.parameters()),
         "steps": trainer.state.global_step,
-        "loss_history": [[h["step"], h["loss"]] for h in history if "loss" in h],
-        "grad_norm_history": [[h["step"], h["grad_norm"]] for h in history if "grad_norm" in h],
-        "eval_history": sorted({h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}.items()),
+        "loss_history": history(trainer, "loss"),
+        "grad_norm_history": history(trainer, "grad_norm"),
+        "eval_history": history(trainer, "eval_loss"),
     }
     mfu = model_flops_utilization(metrics["params"], model.config, cfg.block_size, metrics["tokens_per_second"])
     if mfu is not None:

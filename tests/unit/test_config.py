@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline import config as config_lib
 from pipeline.cli import main

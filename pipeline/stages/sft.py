@@ -1,0 +1,95 @@
+"""SFT: supervised dialogue fine-tuning with TRL's `SFTTrainer`, loss on assistant tokens only, LoRA optional.
+
+    pipeline stage sft --run runs/tiny sft.use_peft=true sft.merge=true
+    accelerate launch --config_file recipes/accelerate/multi_gpu.yaml -m pipeline.stages.sft --run runs/x
+
+Starts from `<run>/pretrain/final`. Writes `<run>/sft/final/`: a full model (`AutoModelForCausalLM`), or with
+`use_peft` and no `merge` a LoRA adapter (`peft.AutoPeftModelForCausalLM`); with `merge` the merged model, and
+the adapter in `<run>/sft/adapter/`. Scores the pretrained and the fine-tuned model side by side on the world's
+held-out questions (greedy decoding, exact match of the known answer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from accelerate import PartialState
+from transformers import AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from pipeline.artifacts import RunDir
+from pipeline.errors import PipelineError
+from pipeline.metrics.qa import score_qa
+from pipeline.models.loading import load_causal_lm
+from pipeline.trainers import LoraArguments, check_precision, held_out, history, runtime_args, save_final
+
+NAME, NEEDS = "sft", ("data", "pretrain")
+HEADLINE = ("eval_loss", "exact_match", "exact_match_base")
+
+
+@dataclass
+class Config(SFTConfig, LoraArguments):
+    dataset: str = field(default="dialogue", metadata={"help": "Conversational dataset (`messages`) built by the data stage."})
+    eval_dataset: str = field(default="qa_eval", metadata={"help": "Questions with known answers, scored by exact match ('' skips)."})
+    eval_max_new_tokens: int = field(default=32, metadata={"help": "Reply length when scoring exact match."})
+    precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})
+    # TRL defaults changed for small models trained from scratch:
+    assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant tokens only (the chat template marks them)."})
+    max_length: int = field(default=256, metadata={"help": "Truncate conversations to this many tokens."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the dialogue train split."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Conversations per device per step."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (LoRA wants ~4x more)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of all steps if < 1."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated name of activation_checkpointing."})
+    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations (saves memory, costs time)."})
+    bf16: bool | None = field(default=False, metadata={"help": "Set by `precision` at run time."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to compute validation loss: epoch, steps or no."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint (resume after interruption)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
+    optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name."})
+
+    def __post_init__(self):
+        check_precision(self.precision)
+        if self.trust_remote_code:
+            raise ValueError("trust_remote_code: never enabled here; models are stock transformers architectures")
+        self.check_lora()
+        super().__post_init__()
+
+
+def run(cfg: Config, run: RunDir) -> dict:
+    state = PartialState()
+    base_path = run.final("pretrain")
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    model = load_causal_lm(base_path)
+    ds = run.dataset(cfg.dataset, where="sft.dataset")
+    if "messages" not in ds["train"].column_names:
+        raise PipelineError(f"sft.dataset: {cfg.dataset!r} has no `messages` column (columns: {', '.join(ds['train'].column_names)})")
+    qa = run.dataset(cfg.eval_dataset, where="sft.eval_dataset")["test"] if cfg.eval_dataset else None
+    metrics = {}
+    if qa is not None and state.is_main_process:
+        base = score_qa(model, tokenizer, qa, cfg.eval_max_new_tokens)
+        metrics.update(exact_match_base=base["exact_match"], by_category_base=base["by_category"])
+    validation = held_out(ds)
+    trainer = SFTTrainer(model=model, args=runtime_args(cfg, run, NAME, evaluate=validation is not None),
+                         processing_class=tokenizer, train_dataset=ds["train"], eval_dataset=validation,
+                         peft_config=cfg.lora_config("CAUSAL_LM") if cfg.use_peft else None)
+    trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
+    if validation is not None:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    metrics.update(train_loss=history(trainer, "loss")[-1][1], loss_history=history(trainer, "loss"),
+                   trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+                   params=sum(p.numel() for p in trainer.model.parameters()))
+    if state.is_main_process:
+        final = save_final(trainer, tokenizer, run.stage_dir(NAME), merge=cfg.merge)
+        if qa is not None:
+            tuned = score_qa(load_causal_lm(final), tokenizer, qa, cfg.eval_max_new_tokens)
+            metrics.update(exact_match=tuned["exact_match"], by_category=tuned["by_category"], examples=tuned["examples"])
+    state.wait_for_everyone()
+    return metrics
+
+
+if __name__ == "__main__":
+    from pipeline.runner import stage_main
+
+    stage_main(NAME)

@@ -1,0 +1,86 @@
+"""What every HF/TRL trainer stage shares: the run-decided arguments, checkpoint resume and the final save.
+
+A trainer stage's `Config` extends `TrainingArguments` (or a TRL config) and adds `precision`; the recipe never
+sets `output_dir`, `seed` or `report_to`: the run does, here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.artifacts import RunDir, replace_dir
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected auto, fp32, bf16 or fp16, got {precision!r}")
+
+
+def held_out(ds, split: str = "validation"):
+    """The split to compute validation loss on, or None when the dataset has none (or an empty one)."""
+    return ds[split] if split in ds and len(ds[split]) else None
+
+
+def runtime_args(cfg, run: RunDir, stage: str, evaluate: bool = True):
+    """The recipe's config plus what only the run decides: folder, seed, trackers, precision, device;
+    `evaluate=False` (no validation data) turns periodic evaluation off."""
+    gpu = torch.cuda.is_available()
+    precision = cfg.precision
+    if precision == "auto":  # bf16 where the GPU has it; fp32 on CPU, so saved and trained models agree
+        precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
+    return dataclasses.replace(cfg, output_dir=str(run.stage_dir(stage)), seed=run.seed, data_seed=run.seed,
+                               report_to=run.report_to, bf16=precision == "bf16", fp16=precision == "fp16",
+                               use_cpu=not gpu, **({} if evaluate else {"eval_strategy": "no"}))
+
+
+@dataclass
+class LoraArguments:
+    """LoRA (peft) fields shared by the trainer stages that fine-tune an existing model."""
+
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
+    merge: bool = field(default=False, metadata={"help": "With use_peft: save base+adapter merged as the final model (the adapter goes to <stage>/adapter/)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA path."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt: all-linear, or comma-separated names (q_proj,v_proj)."})
+
+    def check_lora(self) -> None:
+        if self.merge and not self.use_peft:
+            raise ValueError("merge: only meaningful with use_peft: true")
+
+    def lora_config(self, task_type: str):
+        from peft import LoraConfig
+
+        targets = self.lora_target_modules
+        if targets != "all-linear":
+            targets = [m.strip() for m in targets.split(",") if m.strip()]
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=targets, task_type=task_type)
+
+
+def save_final(trainer, tokenizer, out: Path, merge: bool = False) -> Path:
+    """The trained model into `out/final/` (safetensors, with the tokenizer), atomically: the full model, or
+    a peft adapter; with `merge`, base+adapter merged, and the adapter alone in `out/adapter/`."""
+    tmp = out / ".final.tmp"
+    if merge:
+        trainer.model.save_pretrained(out / ".adapter.tmp")
+        replace_dir(out / ".adapter.tmp", out / "adapter")
+        trainer.model.merge_and_unload().save_pretrained(tmp)
+    else:
+        trainer.save_model(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml holds the same settings
+    tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, out / "final")
+    return out / "final"
+
+
+def history(trainer, key: str) -> list[list[float]]:
+    """[[step, value], ...] of one logged quantity (loss, grad_norm, eval_loss), one entry per step."""
+    return [[step, value] for step, value in
+            sorted({h["step"]: h[key] for h in trainer.state.log_history if key in h}.items())]
