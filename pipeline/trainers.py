@@ -64,6 +64,30 @@ class LoraArguments:
                           target_modules=targets, task_type=task_type)
 
 
+@dataclass
+class FineTuneArguments(LoraArguments):
+    """Defaults shared by the stages that fine-tune with a TRL trainer (SFT, reward), changed from TRL's for
+    small models on CPU. Put it first among the bases so its defaults win: `class Config(FineTuneArguments, SFTConfig)`."""
+
+    precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of all steps if < 1."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated name of activation_checkpointing."})
+    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations (saves memory, costs time)."})
+    bf16: bool | None = field(default=False, metadata={"help": "Set by `precision` at run time."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to compute validation loss: epoch, steps or no."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint (resume after interruption)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
+    optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name."})
+
+    def __post_init__(self):
+        check_precision(self.precision)
+        self.check_lora()
+        if getattr(self, "trust_remote_code", False):
+            raise ValueError("trust_remote_code: never enabled here; models are stock transformers architectures")
+        super().__post_init__()
+
+
 def save_final(trainer, tokenizer, out: Path, merge: bool = False) -> Path:
     """The trained model into `out/final/` (safetensors, with the tokenizer), atomically: the full model, or
     a peft adapter; with `merge`, base+adapter merged, and the adapter alone in `out/adapter/`."""

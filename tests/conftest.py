@@ -15,6 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def _have_nist() -> bool:
+    from pipeline.regression.nist import data_dir
+
+    try:
+        data_dir()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+needs_nist = pytest.mark.skipif(not _have_nist(), reason="NIST StRD data (shared/data/nist_strd) not found")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import PartialState
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+)
 
 from pipeline.artifacts import RunDir, write_json
 from pipeline.data.packing import BlockDataset, pack, save_blocks

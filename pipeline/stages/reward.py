@@ -19,9 +19,19 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
-from pipeline.metrics.reward import pairwise_report, plot_calibration, score_conversations
+from pipeline.metrics.reward import (
+    pairwise_report,
+    plot_calibration,
+    score_conversations,
+)
 from pipeline.models.loading import load_reward_base
-from pipeline.trainers import LoraArguments, check_precision, held_out, history, runtime_args, save_final
+from pipeline.trainers import (
+    FineTuneArguments,
+    held_out,
+    history,
+    runtime_args,
+    save_final,
+)
 
 NAME, NEEDS = "reward", ("data", "pretrain", "sft")
 HEADLINE = ("accuracy", "margin_mean", "ece")
@@ -33,34 +43,20 @@ def needs(cfg: "Config") -> tuple[str, ...]:
 
 
 @dataclass
-class Config(RewardConfig, LoraArguments):
+class Config(FineTuneArguments, RewardConfig):
     dataset: str = field(default="preferences", metadata={"help": "Preference dataset (prompt, chosen, rejected[, kind]) built by the data stage."})
     model: str = field(default="sft", metadata={"help": "Stage whose final model initialises the reward model: sft or pretrain."})
     eval_split: str = field(default="test", metadata={"help": "Held-out split for accuracy and calibration."})
-    precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})
     # TRL defaults changed for small models:
     max_length: int = field(default=256, metadata={"help": "Pairs longer than this (in tokens) are dropped from training."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Passes over the preference train split."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device per step."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
-    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of all steps if < 1."})
     center_rewards_coefficient: float | None = field(default=0.01, metadata={"help": "Weight of the penalty pushing mean reward to 0 (Eisenstein et al. 2023); null disables."})
-    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated name of activation_checkpointing."})
-    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations (saves memory, costs time)."})
-    bf16: bool | None = field(default=False, metadata={"help": "Set by `precision` at run time."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to compute validation loss: epoch, steps or no."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint (resume after interruption)."})
-    save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
-    optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name."})
 
     def __post_init__(self):
-        check_precision(self.precision)
-        self.check_lora()
         if self.model not in MODELS:
             raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {self.model!r}")
-        if self.trust_remote_code:
-            raise ValueError("trust_remote_code: never enabled here; models are stock transformers architectures")
         super().__post_init__()
 
 

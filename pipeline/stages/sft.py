@@ -21,40 +21,29 @@ from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
 from pipeline.metrics.qa import score_qa
 from pipeline.models.loading import load_causal_lm
-from pipeline.trainers import LoraArguments, check_precision, held_out, history, runtime_args, save_final
+from pipeline.trainers import (
+    FineTuneArguments,
+    held_out,
+    history,
+    runtime_args,
+    save_final,
+)
 
 NAME, NEEDS = "sft", ("data", "pretrain")
 HEADLINE = ("eval_loss", "exact_match", "exact_match_base")
 
 
 @dataclass
-class Config(SFTConfig, LoraArguments):
+class Config(FineTuneArguments, SFTConfig):
     dataset: str = field(default="dialogue", metadata={"help": "Conversational dataset (`messages`) built by the data stage."})
     eval_dataset: str = field(default="qa_eval", metadata={"help": "Questions with known answers, scored by exact match ('' skips)."})
     eval_max_new_tokens: int = field(default=32, metadata={"help": "Reply length when scoring exact match."})
-    precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})
     # TRL defaults changed for small models trained from scratch:
     assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant tokens only (the chat template marks them)."})
     max_length: int = field(default=256, metadata={"help": "Truncate conversations to this many tokens."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the dialogue train split."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Conversations per device per step."})
     learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (LoRA wants ~4x more)."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
-    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of all steps if < 1."})
-    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated name of activation_checkpointing."})
-    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations (saves memory, costs time)."})
-    bf16: bool | None = field(default=False, metadata={"help": "Set by `precision` at run time."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to compute validation loss: epoch, steps or no."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint (resume after interruption)."})
-    save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
-    optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name."})
-
-    def __post_init__(self):
-        check_precision(self.precision)
-        if self.trust_remote_code:
-            raise ValueError("trust_remote_code: never enabled here; models are stock transformers architectures")
-        self.check_lora()
-        super().__post_init__()
 
 
 def run(cfg: Config, run: RunDir) -> dict:

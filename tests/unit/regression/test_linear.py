@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from pipeline.regression import RankDeficientWarning, mle, ols, polyfit
-from pipeline.regression.nist import LINEAR_NAMES, data_dir, load_linear, lre
-
-try:
-    data_dir()
-    HAVE_DATA = True
-except FileNotFoundError:
-    HAVE_DATA = False
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="NIST StRD data (shared/data/nist_strd) not found")
+from pipeline.regression.nist import LINEAR_NAMES, load_linear, lre
+from tests.conftest import needs_nist as needs_data
 
 
 def _fit(prob):

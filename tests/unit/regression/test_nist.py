@@ -10,16 +10,11 @@ import pytest
 import torch
 
 from pipeline.regression import least_squares_fit
-from pipeline.regression.nist import NIST_MODELS, NONLINEAR_NAMES, data_dir, load_nonlinear, lre
+from pipeline.regression.nist import NIST_MODELS, NONLINEAR_NAMES, load_nonlinear, lre
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
-try:
-    data_dir()
-    HAVE_DATA = True
-except FileNotFoundError:
-    HAVE_DATA = False
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="NIST StRD data (shared/data/nist_strd) not found")
+from tests.conftest import needs_nist as needs_data
 
 # Problems whose start 1 is not expected to reach LRE ≥ 6 with the default settings (none since geodesic
 # acceleration is on by default; without it, accel=0, BoxBOD and MGH10 fail from start 1, see test_nonlinear).

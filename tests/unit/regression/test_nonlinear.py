@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.regression import STATUS_MESSAGES, curve_fit, curve_fit_batched, least_squares_fit
-from pipeline.regression.nist import data_dir, load_nonlinear, lre
+from pipeline.regression import (
+    STATUS_MESSAGES,
+    curve_fit,
+    curve_fit_batched,
+    least_squares_fit,
+)
+from pipeline.regression.nist import load_nonlinear, lre
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
-try:
-    data_dir()
-    HAVE_DATA = True
-except FileNotFoundError:
-    HAVE_DATA = False
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="NIST StRD data (shared/data/nist_strd) not found")
+from tests.conftest import needs_nist as needs_data
 
 
 def expdecay(x, a, b, c):
