@@ -1,5 +1,7 @@
-"""Regression: every curve of the world's regression dataset fitted by least squares, Gauss–Newton, Levenberg and
-Levenberg–Marquardt, scored against the true parameters it was drawn from.
+"""Regression: the world's curves fitted by least squares, Gauss–Newton, Levenberg and Levenberg–Marquardt.
+
+Every curve of the world's regression dataset is fitted by each method and scored against the true parameters
+it was drawn from.
 
     pipeline stage regression --run runs/tiny regression.methods=[gn,lm] regression.max_iter=50
 
