@@ -108,3 +108,9 @@ def history(trainer, key: str) -> list[list[float]]:
     """[[step, value], ...] of one logged quantity (loss, grad_norm, eval_loss), one entry per step."""
     return [[step, value] for step, value in
             sorted({h["step"]: h[key] for h in trainer.state.log_history if key in h}.items())]
+
+
+def last_loss(trainer, train_output) -> float:
+    """The last logged training loss (the final logging window), or the run's mean if none was logged."""
+    logged = history(trainer, "loss")
+    return logged[-1][1] if logged else train_output.metrics["train_loss"]

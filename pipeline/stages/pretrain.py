@@ -30,7 +30,7 @@ from pipeline.artifacts import RunDir, write_json
 from pipeline.data.packing import BlockDataset, pack, save_blocks
 from pipeline.errors import PipelineError
 from pipeline.models.sizes import ARCHITECTURES, SIZES, build_config
-from pipeline.trainers import check_precision, history, runtime_args, save_final
+from pipeline.trainers import check_precision, history, last_loss, runtime_args, save_final
 
 NAME, NEEDS = "pretrain", ("data", "tokenizer")
 HEADLINE = ("eval_loss", "val_bpb", "tokens_per_second")
@@ -89,7 +89,7 @@ def run(cfg: Config, run: RunDir) -> dict:
                       eval_dataset=BlockDataset(out / "packed" / "validation.npy"))
     result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
     evaluation = trainer.evaluate()
-    metrics = summarize(cfg, args, trainer, result.metrics, evaluation, stats, model)
+    metrics = summarize(cfg, args, trainer, result, evaluation, stats, model)
     if state.is_main_process:
         save_final(trainer, tokenizer, out)
         metrics["samples"] = sample(out / "final", tokenizer, stats["prompts"][: cfg.n_samples])
@@ -112,17 +112,17 @@ def prepare_blocks(cfg: Config, run: RunDir, tokenizer) -> dict:
     return stats
 
 
-def summarize(cfg, args, trainer, train_metrics, evaluation, stats, model) -> dict:
+def summarize(cfg, args, trainer, result, evaluation, stats, model) -> dict:
     state = PartialState()
     tokens = trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps \
         * state.num_processes * cfg.block_size
     val = stats["validation"]
     metrics = {
-        "train_loss": history(trainer, "loss")[-1][1],
+        "train_loss": last_loss(trainer, result),
         "eval_loss": evaluation["eval_loss"],
         # nats per token -> bits per byte of the held-out text: tokenizer-independent, comparable across runs
         "val_bpb": evaluation["eval_loss"] / math.log(2) * val["tokens"] / val["bytes"],
-        "tokens_per_second": train_metrics.get("train_samples_per_second", 0) * cfg.block_size,
+        "tokens_per_second": result.metrics.get("train_samples_per_second", 0) * cfg.block_size,
         "train_tokens": tokens,
         "params": sum(p.numel() for p in model.parameters()),
         "steps": trainer.state.global_step,

@@ -29,6 +29,7 @@ from pipeline.trainers import (
     FineTuneArguments,
     held_out,
     history,
+    last_loss,
     runtime_args,
     save_final,
 )
@@ -78,8 +79,8 @@ def run(cfg: Config, run: RunDir) -> dict:
                             processing_class=tokenizer, train_dataset=ds["train"].select_columns(columns),
                             eval_dataset=validation.select_columns(columns) if validation is not None else None,
                             peft_config=cfg.lora_config("SEQ_CLS") if cfg.use_peft else None)
-    trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
-    metrics = {"train_loss": history(trainer, "loss")[-1][1], "loss_history": history(trainer, "loss")}
+    result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
+    metrics = {"train_loss": last_loss(trainer, result), "loss_history": history(trainer, "loss")}
     if state.is_main_process:
         out = run.stage_dir(NAME)
         final = save_final(trainer, tokenizer, out, merge=cfg.merge)

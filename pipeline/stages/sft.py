@@ -25,6 +25,7 @@ from pipeline.trainers import (
     FineTuneArguments,
     held_out,
     history,
+    last_loss,
     runtime_args,
     save_final,
 )
@@ -63,10 +64,10 @@ def run(cfg: Config, run: RunDir) -> dict:
     trainer = SFTTrainer(model=model, args=runtime_args(cfg, run, NAME, evaluate=validation is not None),
                          processing_class=tokenizer, train_dataset=ds["train"], eval_dataset=validation,
                          peft_config=cfg.lora_config("CAUSAL_LM") if cfg.use_peft else None)
-    trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
+    result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
     if validation is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-    metrics.update(train_loss=history(trainer, "loss")[-1][1], loss_history=history(trainer, "loss"),
+    metrics.update(train_loss=last_loss(trainer, result), loss_history=history(trainer, "loss"),
                    trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
                    params=sum(p.numel() for p in trainer.model.parameters()))
     if state.is_main_process:

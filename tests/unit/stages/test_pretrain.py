@@ -79,3 +79,11 @@ def test_pretrain_rejects_bad_config(tmp_path, capsys):
     folder = make_run(tmp_path / "s", pretrain={"precision": "fp8"})
     assert main(["validate", str(folder / "config.yaml")]) == 2
     assert "pretrain.precision: expected auto, fp32, bf16 or fp16, got 'fp8'" in capsys.readouterr().err
+
+
+def test_report_to_tensorboard_passes_through(tmp_path):
+    folder = make_run(tmp_path / "tb", run={"seed": 0, "report_to": ["tensorboard"]},
+                      pretrain={**NANO, "max_steps": 3, "eval_steps": 3, "save_steps": 3, "n_samples": 0})
+    for name in ("data", "tokenizer", "pretrain"):
+        stage(name, folder)
+    assert list((folder / "pretrain").rglob("events.out.tfevents.*"))
