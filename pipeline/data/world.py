@@ -43,28 +43,20 @@ substring matching is sound for world answers; for numbers, match whole tokens.
 Reproduce: `build_world(WorldConfig(), seed=0)`; `World(cfg, seed)` exposes the facts (`answer`, `key_of`).
 """
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
 
 import datasets
-import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value
 
 from pipeline.data import world_text as T
+from pipeline.data.curves import CURVES, curve_value, regression_rows  # noqa: F401 (CURVES, curve_value: public)
 from pipeline.errors import PipelineError
 
 PERSON_CATEGORIES = T.PERSON_CATEGORIES
 CATEGORIES = PERSON_CATEGORIES + ("town_country", "arithmetic")
 PREFERENCE_KINDS = ("wrong_fact", "wrong_arithmetic", "rude", "rambling", "off_topic", "no_answer")
-CURVES = {  # name: (function of x, {param: (low, high)}, (x low, x high))
-    "linear": ("a + b*x", {"a": (-2.0, 2.0), "b": (0.5, 3.0)}, (0.0, 10.0)),
-    "exp_rise": ("b1*(1 - exp(-b2*x))", {"b1": (5.0, 20.0), "b2": (0.1, 0.8)}, (0.0, 15.0)),
-    "exp_decay": ("a*exp(-b*x) + c", {"a": (2.0, 10.0), "b": (0.2, 1.0), "c": (0.0, 3.0)}, (0.0, 10.0)),
-    "logistic": ("b1/(1 + exp(-b2*(x - b3)))", {"b1": (5.0, 15.0), "b2": (0.5, 2.0), "b3": (3.0, 7.0)}, (0.0, 10.0)),
-    "power": ("a*pow(x, b)", {"a": (0.5, 2.0), "b": (0.3, 1.5)}, (0.5, 10.0)),
-}
 _MSG = List({"role": Value("string"), "content": Value("string")})
 FEATURES = {
     "corpus": Features({"text": Value("string")}),
@@ -99,16 +91,16 @@ class WorldConfig:
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of questions (and corpus bytes) in validation splits."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of questions in test splits (dialogue, preferences, prompts)."})
 
+    def __post_init__(self):  # checked when the recipe is read, so `pipeline validate` catches it
+        try:
+            _validate(self)
+        except PipelineError as e:
+            raise ValueError(str(e).removeprefix("world.").removeprefix("world: ")) from None
+
 
 def words(text: str) -> list[str]:
     """The tokenisation the analogies assume: lowercase runs of letters."""
     return re.findall(r"[a-z]+", text.lower())
-
-
-def curve_value(function: str, x, params: dict):
-    """Evaluate a `regression.function` string at x (float or numpy array) with its named params."""
-    env = {"exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos, "sqrt": np.sqrt, "pow": np.power}
-    return eval(function, {"__builtins__": {}}, {**env, **params, "x": np.asarray(x, dtype=float)})  # noqa: S307 (our strings)
 
 
 def questions_words(analogies: Dataset) -> str:
@@ -383,20 +375,6 @@ def _analogies(world, present, cfg, rng):
     return DatasetDict({"test": _ds(rows, "analogies")})
 
 
-def _regression(cfg, seed):
-    rng, rows = np.random.default_rng([seed, 7]), []
-    for curve in cfg.regression_curves:
-        function, ranges, (lo, hi) = CURVES[curve]
-        params = {k: round(float(rng.uniform(*r)), 3) for k, r in sorted(ranges.items())}
-        x = np.sort(rng.uniform(lo, hi, cfg.n_regression)).round(4)
-        f = curve_value(function, x, params)
-        sd = round(cfg.regression_noise * float(f.max() - f.min()), 4)
-        y = f + rng.normal(0.0, sd, x.shape)
-        rows += [{"x": float(a), "y": float(b), "function": function, "curve": curve,
-                  "true_params": json.dumps(params, sort_keys=True), "noise_sd": sd} for a, b in zip(x, y)]
-    return DatasetDict({"train": _ds(rows, "regression")})
-
-
 def build_world(cfg: WorldConfig, seed: int) -> dict[str, DatasetDict]:
     """Every dataset of the world drawn from `seed` (see the module docstring)."""
     world = World(cfg, seed)
@@ -415,5 +393,5 @@ def build_world(cfg: WorldConfig, seed: int) -> dict[str, DatasetDict]:
         "prompts": DatasetDict({"train": _ds(prompts[n_test:], "prompts"), "test": _ds(prompts[:n_test], "prompts")}),
         "qa_eval": DatasetDict({"test": _ds(qa, "qa_eval")}),
         "analogies": _analogies(world, present, cfg, random.Random(f"analogies:{seed}")),
-        "regression": _regression(cfg, seed),
+        "regression": DatasetDict({"train": _ds(regression_rows(cfg.regression_curves, cfg.n_regression, cfg.regression_noise, seed), "regression")}),
     }

@@ -91,9 +91,13 @@ def test_config_fields_are_documented_with_simple_types():
 
 @pytest.mark.parametrize("change", [{"n_people": 2}, {"n_towns": 99}, {"test_fraction": 1.5},
                                     {"regression_curves": ["spline"]}, {"corpus_bytes": "big"}])
-def test_bad_config_is_a_pipeline_error(change):
-    with pytest.raises(PipelineError, match=r"world"):
-        build_world(dataclasses.replace(CFG, **change), seed=0)
+def test_bad_config_is_a_one_line_recipe_error(change):
+    from pipeline.config import build
+    from pipeline.stages.data import Config
+
+    key = next(iter(change))
+    with pytest.raises(PipelineError, match=rf"^r\.yaml: data\.world\.{key}: "):
+        build(Config, {"world": change}, "r.yaml: data")
 
 
 def test_world_is_consistent(world):
