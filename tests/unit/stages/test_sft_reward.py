@@ -97,3 +97,25 @@ def test_lora_trains_only_the_adapter_and_merge_is_exact(pretrained, tmp_path):
     with torch.no_grad():
         a, m, b = adapted(ids).logits, merged(ids).logits, base(ids).logits
     assert torch.allclose(a, m, atol=1e-4) and not torch.allclose(a, b, atol=1e-3)
+
+
+def test_interrupted_sft_resumes_from_its_last_checkpoint(pretrained, tmp_path, capsys):
+    folder = tmp_path / "resume"
+    shutil.copytree(pretrained, folder, ignore=shutil.ignore_patterns("sft", "reward"))
+    opts = ["sft.max_steps=20", "sft.save_strategy=steps", "sft.save_steps=10", "sft.logging_steps=5",
+            "sft.eval_strategy=no", "sft.eval_dataset=", "sft.save_total_limit=3"]
+    stage("sft", folder, *opts)
+    out = folder / "sft"
+    straight = json.loads((out / "metrics.json").read_text())
+    marker = json.loads((out / "_SUCCESS").read_text())
+    # leave the folder as a run killed between step 10 and step 20 leaves it
+    (out / "_STARTED").write_text(json.dumps({"fingerprint": marker["fingerprint"], "upstream": marker["upstream"]}))
+    for name in ("_SUCCESS", "metrics.json"):
+        (out / name).unlink()
+    for name in ("final", "checkpoint-20"):
+        shutil.rmtree(out / name)
+    capsys.readouterr()
+    stage("sft", folder, *opts)
+    assert "sft (resuming)" in capsys.readouterr().err
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["loss_history"] == straight["loss_history"] and len(straight["loss_history"]) == 4
