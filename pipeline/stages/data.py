@@ -28,7 +28,6 @@ from pipeline.config import to_plain
 from pipeline.data import cards
 from pipeline.data.sources import SourceConfig, load_source
 from pipeline.data.world import WorldConfig, build_world, questions_words
-from pipeline.errors import PipelineError
 
 NAME, NEEDS = "data", ()
 HEADLINE = ("datasets", "rows", "corpus_mb")
@@ -43,6 +42,8 @@ class Config:
     sources: list[SourceConfig] = field(default_factory=list, metadata={"help": "Real datasets from local files or Hub ids, each mapped to a TRL format."})
 
     def __post_init__(self):
+        if not self.synthetic and not self.sources:
+            raise ValueError("sources: empty, and synthetic is false: nothing to build")
         names = [s.name for s in self.sources] + (list(FORMATS) if self.synthetic else [])
         for name in names:
             if names.count(name) > 1:
@@ -71,8 +72,6 @@ def build_all(cfg: Config, out: Path, seed: int) -> dict:
         ds, report = load_source(src, seed, where="data.sources")
         card = cards.render("source", ds, to_plain(src), command=command, report=report, **source_variables(src))
         manifest[src.name] = save(out, src.name, ds, card, src.format, origin=src.path, report=report)
-    if not manifest:
-        raise PipelineError("data: nothing to build (synthetic is false and sources is empty)")
     write_json(out / "manifest.json", manifest)
     return summarize(manifest, out)
 

@@ -92,6 +92,7 @@ def test_real_data_recipe(shared_data, tmp_path):
     (["data.sources=[{name: mine, format: tables, path: x.csv}]"], "data.sources[mine].format: unknown format 'tables'"),
     (["data.sources=[{name: corpus, format: text, path: x.txt}]"], "data.sources: dataset name 'corpus' is built twice"),
     (["data.sources=[{name: mine, format: text}]"], "data.sources[0]"),
+    (["data.synthetic=false"], "data.sources: empty, and synthetic is false: nothing to build"),
 ])
 def test_bad_sources_fail_with_one_line_and_no_marker(tmp_path, capsys, overrides, message):
     assert build(tmp_path / "bad", *overrides) == 2
