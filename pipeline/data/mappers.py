@@ -287,7 +287,7 @@ def map_alpaca(rec: dict, fmt: str, cols: dict) -> list | str:
 
 
 def map_text(rec: dict, fmt: str, cols: dict) -> list | str:
-    """Plain text: one block of a text file (see sources.iter_text_blocks) or a `text` column -> {"text"},
+    """Plain text: one block of a text file (see readers.iter_text_blocks) or a `text` column -> {"text"},
     surrounding whitespace stripped."""
     t = rec.get(cols.get("text", "text"))
     if not isinstance(t, str):

@@ -28,30 +28,24 @@ reads the report saved next to it.
 
 from __future__ import annotations
 
-import bz2
-import csv
 import glob
-import gzip
 import hashlib
-import io
 import itertools
 import json
-import lzma
 import os
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from pipeline.data.mappers import (FORMATS, MAPPER_FORMATS, MAPPERS, check_record, plan_fields, text_length,
                                    valid_fields)
+from pipeline.data.readers import COMPRESSED, TEXT_BLOCK_CHARS, iter_text_blocks, read_file  # noqa: F401 (public here too)
 from pipeline.errors import PipelineError
 
 FILE_TYPES = ("auto", "json", "jsonl", "parquet", "csv", "text", "hub")
-TEXT_BLOCK_CHARS = 8192
 _EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
         ".txt": "text", ".text": "text", ".raw": "text"}
-_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _PEEK = 1000  # records looked at to learn a file's columns
 
@@ -116,7 +110,7 @@ def _check_config(cfg: SourceConfig, p: str) -> str:
 
 def _type_of(path: str) -> str | None:
     base, ext = os.path.splitext(path.lower())
-    if ext in _COMPRESSED:
+    if ext in COMPRESSED:
         ext = os.path.splitext(base)[1]
     return _EXT.get(ext)
 
@@ -155,80 +149,7 @@ def resolve_files(cfg: SourceConfig, p: str) -> tuple[str, list[str]]:
     return types[files[0]], files
 
 
-# ---------------------------------------------------------------- readers: yield (location, record | reason)
-def _open(path: str, newline: str | None = None):
-    opener = _COMPRESSED.get(os.path.splitext(path.lower())[1]) or open
-    return opener(path, "rt", encoding="utf-8", newline=newline)
-
-
-def iter_text_blocks(lines: Iterable[str], max_chars: int = TEXT_BLOCK_CHARS) -> Iterator[tuple[int, str]]:
-    """(1-based first line, block): blank-line separated runs of lines (right-stripped, joined with '\\n'); a run
-    is cut before the line that would take it past max_chars (a longer single line stays whole)."""
-    block: list[str] = []
-    size, start = 0, 0
-    for n, line in enumerate(lines, 1):
-        line = line.rstrip()
-        if not line or (block and size + len(line) + 1 > max_chars):
-            if block:
-                yield start, "\n".join(block)
-            block, size = [], 0
-            if not line:
-                continue
-        if not block:
-            start = n
-        block.append(line)
-        size += len(line) + 1
-    if block:
-        yield start, "\n".join(block)
-
-
-def _read_jsonl(path: str, lines: Iterable[str], first: int = 1):
-    for n, line in enumerate(lines, first):
-        if line.strip():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                yield f"{path}:{n}", "bad_json"
-                continue
-            yield f"{path}:{n}", rec if isinstance(rec, dict) else "bad_type"
-
-
-def _read_file(ftype: str, path: str):
-    if ftype == "parquet":
-        import pyarrow.parquet as pq
-
-        i = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for rec in batch.to_pylist():
-                yield f"{path}#{i}", rec
-                i += 1
-        return
-    with _open(path, "" if ftype == "csv" else None) as f:
-        if ftype == "text":
-            for n, block in iter_text_blocks(f):
-                yield f"{path}:{n}", {"text": block}
-        elif ftype == "csv":
-            for n, row in enumerate(csv.DictReader(f), 2):
-                row.pop(None, None)  # surplus cells of a ragged row
-                yield f"{path}:{n}", row
-        elif ftype == "jsonl":
-            yield from _read_jsonl(path, f)
-        else:
-            text = f.read()
-            try:
-                data = json.loads(text)
-            except ValueError:  # JSON Lines in a .json file
-                yield from _read_jsonl(path, io.StringIO(text))
-                return
-            if isinstance(data, dict):
-                lists = [v for v in data.values() if isinstance(v, list)]
-                data = lists[0] if len(data) == 1 and lists else [data]
-            if not isinstance(data, list):
-                data = [data]
-            for i, rec in enumerate(data):
-                yield f"{path}#{i}", rec if isinstance(rec, dict) else "bad_type"
-
-
+# ---------------------------------------------------------------- readers (local files: pipeline.data.readers)
 def _read_hub(cfg: SourceConfig, p: str):
     import datasets
 
@@ -249,7 +170,7 @@ def _read(cfg: SourceConfig, ftype: str, files: list[str], p: str):
         return
     for path in files:
         try:
-            yield from _read_file(ftype, path)
+            yield from read_file(ftype, path)
         except (UnicodeDecodeError, OSError, EOFError) as e:
             raise PipelineError(f"{p}.path: cannot read {path} as {ftype}: {type(e).__name__}: {e}") from e
         except Exception as e:  # noqa: BLE001 - pyarrow / csv errors on a corrupt file
