@@ -25,14 +25,7 @@ from pipeline.metrics.reward import (
     score_conversations,
 )
 from pipeline.models.loading import load_reward_base
-from pipeline.trainers import (
-    FineTuneArguments,
-    held_out,
-    history,
-    last_loss,
-    runtime_args,
-    save_final,
-)
+from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final
 
 NAME, NEEDS = "reward", ("data", "pretrain", "sft")
 HEADLINE = ("accuracy", "margin_mean", "ece")

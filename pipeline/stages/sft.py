@@ -21,14 +21,7 @@ from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
 from pipeline.metrics.qa import score_qa
 from pipeline.models.loading import load_causal_lm
-from pipeline.trainers import (
-    FineTuneArguments,
-    held_out,
-    history,
-    last_loss,
-    runtime_args,
-    save_final,
-)
+from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final
 
 NAME, NEEDS = "sft", ("data", "pretrain")
 HEADLINE = ("eval_loss", "exact_match", "exact_match_base")
