@@ -41,7 +41,8 @@ _Env = dict
 
 
 def _tensor(v):
-    return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float64)
+    """Numbers become float64 tensors; tensors and tensor-likes (`dual.Dual`) pass through."""
+    return torch.as_tensor(v, dtype=torch.float64) if isinstance(v, (int, float)) else v
 
 
 @dataclass(frozen=True)

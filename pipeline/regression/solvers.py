@@ -45,6 +45,8 @@ import math
 import torch
 from torch.func import jvp, vmap
 
+from pipeline.regression.dual import Broadcast
+
 METHODS = ("gn", "levenberg", "lm")
 STATUS_MESSAGES = {
     1: "gtol: the residuals are orthogonal to the Jacobian columns within gtol",
@@ -109,41 +111,87 @@ class _Work:
                 setattr(self, k, v[mask])
 
 
-def _make_model(f, yshape, x_batched, jac=None):
-    """Batched evaluations F(P, X) -> (K, m) and FJ(P, X) -> ((K, p, m) transposed Jacobian, (K, m) values).
+class _Model:
+    """f for the engine, over K problems: values (K, m), Jacobian written into the engine's (K, p+1, m)
+    buffer as Jᵀ, and second directional derivatives for geodesic acceleration.
 
-    The autograd Jacobian is one forward-mode pass per parameter direction, vmapped over the directions around
-    a jvp of the problem-vmapped model: twice as fast on CPU as vmap(jacfwd(model)), same numbers.
+    Fast path: `dual.Broadcast` (parameter columns broadcast against x, sparse forward-mode Duals). It is used
+    when `probe` finds it reproduces torch.func on the first problems; otherwise (a model that is not
+    elementwise in its parameters, or uses an op without a Dual rule) every call goes through vmap over the
+    problems with torch.func: a jvp per parameter direction, vmapped over the directions. A user `jac` always
+    gives the Jacobian.
     """
 
-    def model(p, x):
-        return torch.broadcast_to(f(x, *p.unbind(-1)), yshape).reshape(-1)
+    def __init__(self, f, yshape, x_batched, jac=None):
+        self.user_jac, self.bcast, self.fast = jac, Broadcast(f, yshape), False
+        dims = (0, 0 if x_batched else None)
+        self.x_batched = x_batched
 
-    def model_jac(p, x):
-        J = torch.as_tensor(jac(x, *p.unbind(-1)), dtype=p.dtype)
-        return J.reshape(-1, p.shape[-1]).mT, model(p, x)
+        def model(p, x):
+            return torch.broadcast_to(f(x, *p.unbind(-1)), yshape).reshape(-1)
 
-    dims = (0, 0 if x_batched else None)
-    F = vmap(model, in_dims=dims)
-    if jac is not None:
-        return F, vmap(model_jac, in_dims=dims)
+        self._F = vmap(model, in_dims=dims)
+        if jac is not None:
+            self._J = vmap(lambda p, x: torch.as_tensor(jac(x, *p.unbind(-1)), dtype=p.dtype)
+                           .reshape(-1, p.shape[-1]), in_dims=dims)
 
-    def FJ(P, X):
+    # ------------------------------------------------------------------- torch.func (general) path
+    def _jac_func(self, P, X):
         def push(v):
-            return jvp(lambda q: F(q, X), (P,), (v.expand_as(P),))
+            return jvp(lambda q: self._F(q, X), (P,), (v.expand_as(P),))
 
         out, Jt = vmap(push, out_dims=(None, 1))(torch.eye(P.shape[-1], dtype=P.dtype, device=P.device))
         return Jt, out
 
-    return F, FJ
+    def _along2_func(self, P, X, h):
+        def along(q):
+            return jvp(lambda z: self._F(z, X), (q,), (h,))[1]
+
+        return jvp(along, (P,), (h,))[1]
+
+    # --------------------------------------------------------------------------------- the interface
+    def probe(self, P, X, second: bool):
+        """Use the broadcast path iff it matches torch.func (values, Jacobian, and second directional
+        derivatives if `second`) on the first few problems."""
+        k = min(P.shape[0], 3)
+        P, X = P[:k], X[:k] if self.x_batched else X
+        h = 1e-2 * (P.abs() + 1)
+        try:
+            pairs = [(self.bcast.values(P, X), self._F(P, X))]
+            if self.user_jac is None:
+                buf = P.new_empty(k, P.shape[1], pairs[0][0].shape[-1])
+                self.bcast.jacobian(P, X, buf)
+                pairs.append((buf, self._jac_func(P, X)[0]))
+            if second:
+                pairs.append((self.bcast.along2(P, X, h), self._along2_func(P, X, h)))
+            self.fast = all(a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-12 * _scale(b),
+                                                                  equal_nan=True) for a, b in pairs)
+        except Exception:  # noqa: BLE001 - any failure of the broadcast path means: not for this model
+            self.fast = False
+        return self.fast
+
+    def values(self, P, X):
+        return self.bcast.values(P, X) if self.fast else self._F(P, X)
+
+    def jacobian(self, P, X, out):
+        """Jᵀ into out[:, :p]; returns the values."""
+        p = P.shape[1]
+        if self.user_jac is not None:
+            out[:, :p] = self._J(P, X).mT
+            return self.values(P, X)
+        if self.fast:
+            return self.bcast.jacobian(P, X, out)
+        Jt, vals = self._jac_func(P, X)
+        out[:, :p] = Jt
+        return vals
+
+    def along2(self, P, X, h):
+        return self.bcast.along2(P, X, h) if self.fast else self._along2_func(P, X, h)
 
 
-def _merge(acc, new, old):
-    """Rows of `new` where acc, of `old` elsewhere (in place on `new`)."""
-    if bool(acc.all()):
-        return new
-    new[~acc] = old[~acc]
-    return new
+def _scale(t):
+    finite = t[torch.isfinite(t)]
+    return float(finite.abs().max()) if finite.numel() else 1.0
 
 
 class _Engine:
@@ -153,27 +201,31 @@ class _Engine:
         unknown = set(opts) - set(_DEFAULTS)
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
-        self.F, self.FJ = _make_model(f, yshape, x_batched, jac)
+        self.model = _Model(f, yshape, x_batched, jac)
         self.X, self.Y, self.W, self.x_batched = X, Y, W, x_batched
         self.method, self.o, self.history = method, {**_DEFAULTS, **opts}, history
         accel = self.o["accel"]
         self.accel = float(0.75 if accel is None and method == "lm" else accel or 0.0) if method != "gn" else 0.0
 
     def _eval(self, w, P, sel=None, jac=True):
-        """Residuals (and transposed Jacobian, JᵀJ, Jᵀr) at P for the working-set rows `sel`."""
+        """Residuals r at P for the working-set rows `sel`; with jac also Jᵀ, JᵀJ, Jᵀr and the cost ½rᵀr.
+
+        Jᵀ (K, p, m) and r share one (K, p+1, m) buffer, so that one batched product [Jᵀ; rᵀ][J r] gives
+        JᵀJ and Jᵀr together."""
         x = self.X if not self.x_batched else (w.x if sel is None else w.x[sel])
         y = w.y if sel is None else w.y[sel]
+        ww = w.w if w.w is None or sel is None else w.w[sel]
         if not jac:
-            r = self.F(P, x) - y
-            return r if w.w is None else r * (w.w if sel is None else w.w[sel])
-        Jt, out = self.FJ(P, x)  # the Jacobian is kept transposed, (K, p, m): faster products for small p
-        r = out - y
-        if w.w is not None:
-            ww = w.w if sel is None else w.w[sel]
-            r, Jt = r * ww, Jt * ww[:, None, :]
-        if Jt.stride(-1) != 1:
-            Jt = Jt.contiguous()
-        return r, Jt, Jt @ Jt.mT, (Jt @ r.unsqueeze(-1)).squeeze(-1)
+            r = self.model.values(P, x) - y
+            return r if ww is None else r * ww
+        K, p = P.shape
+        buf = P.new_empty(K, p + 1, y.shape[-1])
+        torch.sub(self.model.jacobian(P, x, buf), y, out=buf[:, p])
+        if ww is not None:
+            buf *= ww[:, None, :]
+        G = buf @ buf.mT
+        r = buf[:, p]  # the cost as the line search computes it: same rounding, comparable costs
+        return r, buf[:, :p], G[:, :p, :p], G[:, :p, p], 0.5 * torch.linalg.vecdot(r, r)
 
     def run(self, P0):
         with _threads_for(P0.numel() * self.Y.shape[-1], P0.device):
@@ -185,7 +237,8 @@ class _Engine:
         w = _Work(idx=torch.arange(B, device=P0.device), p=P0.clone(), y=self.Y, w=self.W,
                   x=self.X if self.x_batched else None)
         w.ynorm = (self.Y if self.W is None else self.Y * self.W).norm(dim=-1)  # for the cost's rounding noise
-        w.r, w.J, w.A, w.g = self._eval(w, w.p)
+        self.model.probe(P0, self.X, second=bool(self.accel))
+        w.r, w.J, w.A, w.g, w.cost = self._eval(w, w.p)
         self._init_state(w)
         new = {"dtype": P0.dtype, "device": P0.device}
         self.out = {"p": P0.clone(), "cost": torch.full((B,), math.nan, **new), "A": torch.zeros(B, p, p, **new),
@@ -197,16 +250,16 @@ class _Engine:
         self._retire(w)
         step = self._gn_step if self.method == "gn" else self._lm_step
         while w.idx.numel():
+            running = w.status == _RUNNING
             with _threads_for(w.J.numel(), w.J.device):  # the working set shrinks as problems finish
                 step(w)
-            w.nit += 1
+            w.nit += running
             w.status = torch.where((w.status == _RUNNING) & (w.nit >= max_iter), 0, w.status)
             self._record(w)
             self._retire(w)
         return self.out
 
     def _init_state(self, w):
-        w.cost = 0.5 * torch.linalg.vecdot(w.r, w.r)
         diag = torch.diagonal(w.A, dim1=-2, dim2=-1)
         w.D = diag.clamp_min(_TINY) if self.method == "lm" else torch.ones_like(diag)
         tau = self.o["tau"]
@@ -223,9 +276,14 @@ class _Engine:
         w.status = torch.where(run & (rn == 0), 4, w.status)
         w.status = torch.where(run & (rn > 0) & (cos.amax(-1) <= self.o["gtol"]), 1, w.status)
 
-    def _update(self, w, acc, p, r, J, A, g, cost):
-        w.p, w.r, w.J = _merge(acc, p, w.p), _merge(acc, r, w.r), _merge(acc, J, w.J)
-        w.A, w.g, w.cost = _merge(acc, A, w.A), _merge(acc, g, w.g), _merge(acc, cost, w.cost)
+    def _update(self, w, acc, *new):
+        """The trial point's p, r, Jᵀ, JᵀJ, Jᵀr and cost where `acc`; the rows not accepted keep theirs."""
+        names = ("p", "r", "J", "A", "g", "cost")
+        keep = (~acc).nonzero().squeeze(-1)
+        for name, t in zip(names, new):
+            if keep.numel():
+                t.index_copy_(0, keep, getattr(w, name).index_select(0, keep))
+            setattr(w, name, t)
 
     def _scale(self, w):
         return w.D.sqrt() if self.method == "lm" else torch.diagonal(w.A, dim1=-2, dim2=-1).sqrt()
@@ -247,8 +305,7 @@ class _Engine:
         if self.accel:
             a, ok = self._acceleration(w, h, L, s, ok)
             p_new = p_new + 0.5 * a
-        r_new, J_new, A_new, g_new = self._eval(w, p_new)
-        cost_new = 0.5 * torch.linalg.vecdot(r_new, r_new)
+        r_new, J_new, A_new, g_new, cost_new = self._eval(w, p_new)
         pred = 0.5 * (h * (w.lam[:, None] * w.D * h - w.g)).sum(-1)
         act = w.cost - cost_new
         fin = torch.isfinite(cost_new) & torch.isfinite(g_new).all(-1)
@@ -276,12 +333,7 @@ class _Engine:
         """Geodesic acceleration (Transtrum & Sethna 2012): a = -(JᵀJ + λD)⁻¹Jᵀr'', r'' the second directional
         derivative of the residuals along h (nested forward-mode jvp); a step with 2‖a‖/‖h‖ > accel (scaled
         norms) is rejected like a step that does not lower the cost."""
-        X = w.x if self.x_batched else self.X
-
-        def along(q):
-            return jvp(lambda z: self.F(z, X), (q,), (h,))[1]
-
-        rpp = jvp(along, (w.p,), (h,))[1]
+        rpp = self.model.along2(w.p, w.x if self.x_batched else self.X, h)
         if w.w is not None:
             rpp = rpp * w.w
         a, ok = _chol_step(L, s, ok, (w.J @ rpp.unsqueeze(-1)).squeeze(-1))
@@ -316,8 +368,7 @@ class _Engine:
         act, pred = w.cost - cost_new, (t - 0.5 * t * t) * (-slope)
         status = torch.where((status == _RUNNING) & self._ftol(w.cost, act, pred), 2, status)
         p_new = w.p + t[:, None] * h
-        r_new, J_new, A_new, g_new = self._eval(w, p_new)
-        self._update(w, acc, p_new, r_new, J_new, A_new, g_new, 0.5 * torch.linalg.vecdot(r_new, r_new))
+        self._update(w, acc, p_new, *self._eval(w, p_new))
         w.status = torch.where((status == _RUNNING) & ~acc, 3, status)
         self._check_gradient(w, acc)
 
@@ -326,8 +377,12 @@ class _Engine:
             self.history.append(float(w.cost[0]))
 
     def _retire(self, w):
+        """Record finished problems and drop them from the working set, once they are a quarter of it (or all
+        of it, or a single fit): a finished problem stays frozen in the meantime (never accepted, not counted),
+        which costs less than copying every working tensor each time a few problems finish."""
         done = w.status != _RUNNING
-        if not bool(done.any()):
+        n = int(done.sum())
+        if n == 0 or (4 * n < done.numel() and self.history is None):
             return
         i, o = w.idx[done], self.out
         o["p"][i], o["cost"][i], o["status"][i], o["nit"][i], o["A"][i] = (
