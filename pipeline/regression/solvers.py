@@ -64,23 +64,77 @@ _TINY = 1e-300
 _EPS = float(torch.finfo(torch.float64).eps)
 _LAM_MAX = 1e290
 _SMALL = 1 << 16  # working sets with fewer Jacobian entries than this run single-threaded on the CPU
+_UNROLL_P, _UNROLL_K = 4, 64  # unrolled Cholesky up to 4 parameters from 64 problems on (`_Damped`)
 _DEFAULTS = {"ftol": 1e-20, "xtol": 1e-15, "gtol": 1e-15, "max_iter": None, "tau": 1e-3, "accel": None}
 
 
 # --------------------------------------------------------------------------------------------- linear algebra
-def _damped_factor(A, lam, d):
-    """Jacobi-equilibrated Cholesky of A + λ·diag(d), batched: (L, s, ok)."""
-    M = A + torch.diag_embed(lam[:, None] * d)
-    s = torch.rsqrt(torch.diagonal(M, dim1=-2, dim2=-1).clamp_min(_TINY))
-    L, info = torch.linalg.cholesky_ex(M * s[:, :, None] * s[:, None, :])
-    return L, s, info == 0
+class _Damped:
+    """Cholesky factor of A + λ·diag(d) for K problems, Jacobi-equilibrated (unit diagonal) first.
+
+    `step(g)` solves for h = -(A + λ·diag(d))⁻¹g. With p ≤ `_UNROLL_P` parameters and at least
+    `_UNROLL_K` problems the factorisation and the triangular solves run unrolled over the matrix entries,
+    each an elementwise op on K numbers (for p = 3 about 40 ops, ~10× faster than LAPACK's per-matrix calls
+    on 10,000 problems); otherwise batched LAPACK (`cholesky_ex`, `cholesky_solve`). Both flag as not ok a
+    problem whose matrix is not numerically positive definite.
+    """
+
+    def __init__(self, A, lam, d):
+        M = A + torch.diag_embed(lam[:, None] * d)
+        self.s = torch.rsqrt(torch.diagonal(M, dim1=-2, dim2=-1).clamp_min(_TINY))
+        M = M * self.s[:, :, None] * self.s[:, None, :]
+        K, p = M.shape[0], M.shape[-1]
+        self.unrolled = p <= _UNROLL_P and K >= _UNROLL_K
+        if self.unrolled:
+            self.L, self.inv, self.ok = _cholesky_unrolled(M)
+        else:
+            self.L, info = torch.linalg.cholesky_ex(M)
+            self.ok = info == 0
+
+    def step(self, g, ok=None):
+        """(h, ok): h = -(A + λ·diag(d))⁻¹g, zero where the factor failed or h is not finite."""
+        b = -g * self.s
+        x = _solve_unrolled(self.L, self.inv, b) if self.unrolled else torch.cholesky_solve(
+            b.unsqueeze(-1), self.L).squeeze(-1)
+        h = x * self.s
+        ok = (self.ok if ok is None else ok & self.ok) & torch.isfinite(h).all(-1)
+        return torch.where(ok[:, None], h, torch.zeros_like(h)), ok
 
 
-def _chol_step(L, s, ok, g):
-    """h = -(A + λ·diag(d))⁻¹g from `_damped_factor`; zero, with ok False, where the factor failed."""
-    h = torch.cholesky_solve((-g * s).unsqueeze(-1), L).squeeze(-1) * s
-    ok = ok & torch.isfinite(h).all(-1)
-    return torch.where(ok[:, None], h, torch.zeros_like(h)), ok
+def _cholesky_unrolled(M):
+    """L (dict (i, j) -> (K,) entries), 1/diag(L) and ok, entry by entry over the batch."""
+    p = M.shape[-1]
+    L, inv, ok = {}, [], None
+    for j in range(p):
+        s = M[:, j, j]
+        for k in range(j):
+            s = s - L[j, k] * L[j, k]
+        ok = s > 0 if ok is None else ok & (s > 0)
+        inv.append(torch.rsqrt(s.clamp_min(_TINY)))
+        for i in range(j + 1, p):
+            t = M[:, i, j]
+            for k in range(j):
+                t = t - L[i, k] * L[j, k]
+            L[i, j] = t * inv[j]
+    return L, inv, ok
+
+
+def _solve_unrolled(L, inv, b):
+    """x with L·Lᵀ·x = b, by forward then back substitution over the entries."""
+    p = b.shape[-1]
+    z = []
+    for i in range(p):
+        t = b[:, i]
+        for k in range(i):
+            t = t - L[i, k] * z[k]
+        z.append(t * inv[i])
+    x = [None] * p
+    for i in reversed(range(p)):
+        t = z[i]
+        for k in range(i + 1, p):
+            t = t - L[k, i] * x[k]
+        x[i] = t * inv[i]
+    return torch.stack(x, -1)
 
 
 # ----------------------------------------------------------------------------------------------- the engine
@@ -106,9 +160,10 @@ class _Work:
         self.__dict__.update(tensors)
 
     def keep(self, mask):
+        rows = mask.nonzero().squeeze(-1)
         for k, v in list(self.__dict__.items()):
             if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == mask.shape[0]:
-                setattr(self, k, v[mask])
+                setattr(self, k, v.index_select(0, rows))
 
 
 class _Model:
@@ -297,13 +352,13 @@ class _Engine:
         return (act.abs() <= rel) & (pred <= rel) & (act <= 2 * pred)
 
     def _lm_step(self, w):
-        L, s, ok = _damped_factor(w.A, w.lam, w.D)
-        h, ok = _chol_step(L, s, ok, w.g)
+        fac = _Damped(w.A, w.lam, w.D)
+        h, ok = fac.step(w.g)
         run = w.status == _RUNNING
         xstop = ok & run & self._small_step(w, h)
         p_new = w.p + h
         if self.accel:
-            a, ok = self._acceleration(w, h, L, s, ok)
+            a, ok = self._acceleration(w, h, fac, ok)
             p_new = p_new + 0.5 * a
         r_new, J_new, A_new, g_new, cost_new = self._eval(w, p_new)
         pred = 0.5 * (h * (w.lam[:, None] * w.D * h - w.g)).sum(-1)
@@ -329,14 +384,14 @@ class _Engine:
         w.status = torch.where(overflow, 5, status)
         self._check_gradient(w, acc)
 
-    def _acceleration(self, w, h, L, s, ok):
+    def _acceleration(self, w, h, fac, ok):
         """Geodesic acceleration (Transtrum & Sethna 2012): a = -(JᵀJ + λD)⁻¹Jᵀr'', r'' the second directional
         derivative of the residuals along h (nested forward-mode jvp); a step with 2‖a‖/‖h‖ > accel (scaled
         norms) is rejected like a step that does not lower the cost."""
         rpp = self.model.along2(w.p, w.x if self.x_batched else self.X, h)
         if w.w is not None:
             rpp = rpp * w.w
-        a, ok = _chol_step(L, s, ok, (w.J @ rpp.unsqueeze(-1)).squeeze(-1))
+        a, ok = fac.step((w.J @ rpp.unsqueeze(-1)).squeeze(-1), ok)
         d = self._scale(w)
         ratio = 2 * (d * a).norm(dim=-1) / (d * h).norm(dim=-1).clamp_min(_TINY)
         return a, ok & (ratio <= self.accel)
@@ -357,7 +412,7 @@ class _Engine:
         return t, cost_new, pending
 
     def _gn_step(self, w):
-        h, ok = _chol_step(*_damped_factor(w.A, torch.zeros_like(w.cost), w.D), w.g)
+        h, ok = _Damped(w.A, torch.zeros_like(w.cost), w.D).step(w.g)
         run = w.status == _RUNNING
         status = torch.where(~ok & run, -2, w.status)
         status = torch.where(ok & run & self._small_step(w, h), 3, status)
