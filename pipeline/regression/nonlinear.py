@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pipeline.regression.solvers import _TINY, METHODS, STATUS_MESSAGES, _Engine
+from pipeline.regression.solvers import _TINY, METHODS, STATUS_MESSAGES, _Damped, _Engine
 
 __all__ = [
     "METHODS",
@@ -76,13 +76,10 @@ def _pinv_cov_svd(J):
 
 
 def _pinv_cov_chol(A):
-    """(A)⁻¹ via a Jacobi-equilibrated Cholesky, SVD pseudo-inverse where that fails."""
-    s = torch.rsqrt(torch.diagonal(A, dim1=-2, dim2=-1).clamp_min(_TINY))
-    L, info = torch.linalg.cholesky_ex(A * s[:, :, None] * s[:, None, :])
-    inv = torch.cholesky_inverse(L) * s[:, :, None] * s[:, None, :]
-    bad = (info != 0) | ~torch.isfinite(inv).flatten(1).all(-1)
-    if bad.any():
-        inv[bad] = torch.linalg.pinv(A[bad], hermitian=True)
+    """(A)⁻¹ via a Jacobi-equilibrated Cholesky (`solvers._Damped`), SVD pseudo-inverse where that fails."""
+    inv, ok = _Damped(A, A.new_zeros(A.shape[0]), A.new_ones(A.shape[:2])).inverse()
+    if not bool(ok.all()):
+        inv[~ok] = torch.linalg.pinv(A[~ok], hermitian=True)
     return inv
 
 

@@ -104,6 +104,17 @@ class _Damped:
         ok = (self.ok if ok is None else ok & self.ok) & torch.isfinite(h).all(-1)
         return torch.where(ok[:, None], h, torch.zeros_like(h)), ok
 
+    def inverse(self):
+        """((A + λ·diag(d))⁻¹, ok) for every problem; ok False where the factor failed or it is not finite."""
+        if self.unrolled:
+            p, K = self.s.shape
+            eye = torch.eye(p, dtype=self.s.dtype, device=self.s.device)
+            cols = [_solve_unrolled(self.L, self.inv, eye[:, k, None].expand(p, K)) for k in range(p)]
+            inv = (torch.stack(cols, 1) * self.s[:, None, :] * self.s[None]).permute(2, 0, 1)
+        else:
+            inv = torch.cholesky_inverse(self.L) * (self.s[:, :, None] * self.s[:, None, :])
+        return inv, self.ok & torch.isfinite(inv).flatten(1).all(-1)
+
 
 def _cholesky_unrolled(M, diag, s):
     """Cholesky of the equilibrated s_i·M_ij·s_j (M (p, p, K) with `diag` on its diagonal), entry by entry:
@@ -314,7 +325,7 @@ class _Engine:
             with _threads_for(w.J.numel(), w.J.device):  # the working set shrinks as problems finish
                 step(w)
             w.nit += running
-            w.status = torch.where((w.status == _RUNNING) & (w.nit >= max_iter), 0, w.status)
+            w.status = w.status.masked_fill((w.status == _RUNNING) & (w.nit >= max_iter), 0)
             self._record(w)
             self._retire(w)
         return self.out
@@ -331,10 +342,10 @@ class _Engine:
         """Status 4 (zero residuals) or 1 (gtol) for running problems selected by `where`."""
         rn = (2 * w.cost).sqrt()
         cn = torch.diagonal(w.A, dim1=-2, dim2=-1).sqrt()
-        cos = torch.where(cn > 0, w.g.abs() / (cn * rn[:, None]).clamp_min(_TINY), torch.zeros_like(cn))
+        # max_j |g_j| / (‖J_j‖·‖r‖) ≤ gtol, written without the division (a zero column has g_j = 0)
+        flat = (w.g.abs() <= self.o["gtol"] * cn * rn[:, None]).all(-1)
         run = where & (w.status == _RUNNING)
-        w.status = torch.where(run & (rn == 0), 4, w.status)
-        w.status = torch.where(run & (rn > 0) & (cos.amax(-1) <= self.o["gtol"]), 1, w.status)
+        w.status = w.status.masked_fill(run & (rn == 0), 4).masked_fill(run & (rn > 0) & flat, 1)
 
     def _update(self, w, acc, *new):
         """The trial point's p, r, Jᵀ, JᵀJ, Jᵀr and cost where `acc`; the rows not accepted keep theirs."""
@@ -384,9 +395,9 @@ class _Engine:
         shrink = torch.where(quiet, torch.ones_like(rho), torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3))
         w.lam = torch.where(acc, w.lam * shrink, w.lam * w.nu)
         w.nu = torch.where(acc, torch.full_like(w.nu, 2.0), w.nu * 2)
-        status = torch.where(xstop, 3, torch.where(fstop, 2, w.status))
+        status = w.status.masked_fill(fstop, 2).masked_fill(xstop, 3)
         overflow = run & (status == _RUNNING) & ~(w.lam * w.D.amax(-1) < _LAM_MAX)
-        w.status = torch.where(overflow, 5, status)
+        w.status = status.masked_fill(overflow, 5)
         self._check_gradient(w, acc)
 
     def _acceleration(self, w, h, fac, ok):
@@ -419,17 +430,17 @@ class _Engine:
     def _gn_step(self, w):
         h, ok = _Damped(w.A, torch.zeros_like(w.cost), w.D).step(w.g)
         run = w.status == _RUNNING
-        status = torch.where(~ok & run, -2, w.status)
-        status = torch.where(ok & run & self._small_step(w, h), 3, status)
+        status = w.status.masked_fill(~ok & run, -2)
+        status = status.masked_fill(ok & run & self._small_step(w, h), 3)
         slope = (w.g * h).sum(-1)  # < 0: h is a descent direction
         t, cost_new, failed = self._line_search(w, h, slope, status == _RUNNING)
-        status = torch.where(failed, -3, status)
+        status = status.masked_fill(failed, -3)
         acc = (status == _RUNNING) & (cost_new < w.cost)
         act, pred = w.cost - cost_new, (t - 0.5 * t * t) * (-slope)
-        status = torch.where((status == _RUNNING) & self._ftol(w.cost, act, pred), 2, status)
+        status = status.masked_fill((status == _RUNNING) & self._ftol(w.cost, act, pred), 2)
         p_new = w.p + t[:, None] * h
         self._update(w, acc, p_new, *self._eval(w, p_new))
-        w.status = torch.where((status == _RUNNING) & ~acc, 3, status)
+        w.status = status.masked_fill((status == _RUNNING) & ~acc, 3)
         self._check_gradient(w, acc)
 
     def _record(self, w):
