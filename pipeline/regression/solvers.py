@@ -112,7 +112,9 @@ class _Damped:
             cols = [_solve_unrolled(self.L, self.inv, eye[:, k, None].expand(p, K)) for k in range(p)]
             inv = (torch.stack(cols, 1) * self.s[:, None, :] * self.s[None]).permute(2, 0, 1)
         else:
-            inv = torch.cholesky_inverse(self.L) * (self.s[:, :, None] * self.s[:, None, :])
+            eye = torch.eye(self.L.shape[-1], dtype=self.L.dtype, device=self.L.device)
+            L = torch.where(self.ok[:, None, None], self.L, eye)  # a failed factor may hold zeros: no inverse
+            inv = torch.cholesky_inverse(L) * (self.s[:, :, None] * self.s[:, None, :])
         return inv, self.ok & torch.isfinite(inv).flatten(1).all(-1)
 
 
