@@ -191,11 +191,11 @@ class _Model:
     """f for the engine, over K problems: values (K, m), Jacobian written into the engine's (K, p+1, m)
     buffer as Jᵀ, and second directional derivatives for geodesic acceleration.
 
-    Fast path: `dual.Broadcast` (parameter columns broadcast against x, sparse forward-mode Duals). It is used
-    when `probe` finds it reproduces torch.func on the first problems; otherwise (a model that is not
-    elementwise in its parameters, or uses an op without a Dual rule) every call goes through vmap over the
-    problems with torch.func: a jvp per parameter direction, vmapped over the directions. A user `jac` always
-    gives the Jacobian.
+    Fast path: `dual.Broadcast` (parameter columns broadcast against x, sparse forward-mode Duals, Jets for
+    the second derivatives). It is used when `probe` finds it computes each of the first problems as vmap
+    does; otherwise (a model that is not elementwise in its parameters, or uses an op without a Dual rule)
+    every call goes through vmap over the problems with torch.func: a jvp per parameter direction, vmapped over
+    the directions. A user `jac` always gives the Jacobian.
     """
 
     def __init__(self, f, yshape, x_batched, jac=None):
