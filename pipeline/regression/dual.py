@@ -368,11 +368,11 @@ class Broadcast:
         return self._flat(self.f(x, *self._columns(P)), P.shape[0])
 
     def jacobian(self, P, x, out):
-        """Writes Jᵀ into out[:, :p] ((B, ≥p, m) buffer) and returns the (B, m) values."""
+        """Writes Jᵀ into out ((B, p, m), any strides) and returns the (B, m) values."""
         B, p = P.shape
         y = self.f(x, *[Dual(c, {i: 1.0}) for i, c in enumerate(self._columns(P))])
         v, d = Dual.parts(y)
-        Jt = out[:, :p].view(B, p, *self.yshape)
+        Jt = out.unflatten(-1, self.yshape) if self.yshape else out[..., 0]
         for i in range(p):
             Jt[:, i] = d.get(i, 0.0)
         return self._flat(v, B)

@@ -188,8 +188,8 @@ class _Work:
 
 
 class _Model:
-    """f for the engine, over K problems: values (K, m), Jacobian written into the engine's (K, p+1, m)
-    buffer as Jᵀ, and second directional derivatives for geodesic acceleration.
+    """f for the engine, over K problems: values (K, m), Jacobian written as Jᵀ into a (K, p, m) view of the
+    engine's buffer, and second directional derivatives for geodesic acceleration.
 
     Fast path: `dual.Broadcast` (parameter columns broadcast against x, sparse forward-mode Duals, Jets for
     the second derivatives). It is used when `probe` finds it computes each of the first problems as vmap
@@ -255,15 +255,15 @@ class _Model:
         return self.bcast.values(P, X) if self.fast else self._F(P, X)
 
     def jacobian(self, P, X, out):
-        """Jᵀ into out[:, :p]; returns the values."""
+        """Jᵀ into out (K, p, m); returns the values."""
         p = P.shape[1]
         if self.user_jac is not None:
-            out[:, :p] = self._J(P, X).mT
+            out.copy_(self._J(P, X).mT)
             return self.values(P, X)
         if self.fast:
             return self.bcast.jacobian(P, X, out)
         Jt, vals = self._jac_func(P, X)
-        out[:, :p] = Jt
+        out.copy_(Jt)
         return vals
 
     def along2(self, P, X, h):
@@ -286,8 +286,9 @@ class _Engine:
     def _eval(self, w, P, sel=None, jac=True):
         """Residuals r at P for the working-set rows `sel`; with jac also Jᵀ, JᵀJ, Jᵀr and the cost ½rᵀr.
 
-        Jᵀ (K, p, m) and r share one (K, p+1, m) buffer, so that one batched product [Jᵀ; rᵀ][J r] gives
-        JᵀJ and Jᵀr together."""
+        Jᵀ (K, p, m) and r share one buffer, so that one batched product [Jᵀ; rᵀ][J r] gives JᵀJ and Jᵀr
+        together. It is laid out (p+1, K, m): each row of Jᵀ and r is a contiguous (K, m) slab, which the
+        elementwise ops filling it need (on strided rows they run ~5× slower); bmm takes either layout."""
         x = self.X if not self.x_batched else (w.x if sel is None else w.x[sel])
         y = w.y if sel is None else w.y[sel]
         ww = w.w if w.w is None or sel is None else w.w[sel]
@@ -295,13 +296,14 @@ class _Engine:
             r = self.model.values(P, x) - y
             return r if ww is None else r * ww
         K, p = P.shape
-        buf = P.new_empty(K, p + 1, y.shape[-1])
-        torch.sub(self.model.jacobian(P, x, buf), y, out=buf[:, p])
+        buf = P.new_empty(p + 1, K, y.shape[-1])
+        B = buf.permute(1, 0, 2)
+        r = torch.sub(self.model.jacobian(P, x, B[:, :p]), y, out=buf[p])
         if ww is not None:
-            buf *= ww[:, None, :]
-        G = buf @ buf.mT
-        r = buf[:, p]  # the cost as the line search computes it: same rounding, comparable costs
-        return r, buf[:, :p], G[:, :p, :p], G[:, :p, p], 0.5 * torch.linalg.vecdot(r, r)
+            buf *= ww
+        G = B @ B.mT
+        # the cost as the line search computes it: same rounding, comparable costs
+        return r, B[:, :p], G[:, :p, :p], G[:, :p, p], 0.5 * torch.linalg.vecdot(r, r)
 
     def run(self, P0):
         with _threads_for(P0.numel() * self.Y.shape[-1], P0.device):

@@ -55,10 +55,10 @@ def test_dual_jacobian_and_second_derivative_match_torch_func(name):
     K, p, m = P.shape[0], P.shape[1], x.numel()
     single = lambda q: torch.broadcast_to(f(x, *q.unbind(-1)), (m,))  # noqa: E731
     bc = Broadcast(f, (m,))
-    buf = torch.full((K, p + 1, m), math.nan, dtype=torch.float64)
-    values = bc.jacobian(P, x, buf)
+    buf = torch.full((p, K, m), math.nan, dtype=torch.float64)  # the engine's layout: (K, p, m) strided view
+    values = bc.jacobian(P, x, buf.permute(1, 0, 2))
     torch.testing.assert_close(values, vmap(single)(P), rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(buf[:, :p], vmap(jacfwd(single))(P).mT, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(buf.permute(1, 0, 2), vmap(jacfwd(single))(P).mT, rtol=1e-12, atol=1e-12)
     h = torch.linspace(-0.3, 0.5, p, dtype=torch.float64).expand(K, p) * P
     second = vmap(lambda q, v: jvp(lambda z: jvp(single, (z,), (v,))[1], (q,), (v,))[1])(P, h)
     torch.testing.assert_close(bc.along2(P, x, h), second, rtol=1e-11, atol=1e-11)
