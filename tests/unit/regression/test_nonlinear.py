@@ -180,7 +180,7 @@ def test_batched_x_layouts_and_torch():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_batched_on_gpu_matches_cpu():
-    x, Y, P0 = _batch(64)
+    x, Y, P0 = _batch(600)  # >= 512 problems: the unrolled factorisation runs on the GPU too
     cpu = curve_fit_batched(expdecay, torch.tensor(x), torch.tensor(Y), torch.tensor(P0))
     gpu = curve_fit_batched(expdecay, torch.tensor(x).cuda(), torch.tensor(Y).cuda(), torch.tensor(P0).cuda())
     assert gpu[0].device.type == "cuda"
