@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pipeline.regression.solvers import _TINY, METHODS, STATUS_MESSAGES, _Damped, _Engine
+from pipeline.regression.batched_linalg import TINY as _TINY
+from pipeline.regression.batched_linalg import DampedCholesky
+from pipeline.regression.solvers import METHODS, STATUS_MESSAGES, _Engine
 
 __all__ = [
     "METHODS",
@@ -76,8 +78,8 @@ def _pinv_cov_svd(J):
 
 
 def _pinv_cov_chol(A):
-    """(A)⁻¹ via a Jacobi-equilibrated Cholesky (`solvers._Damped`), SVD pseudo-inverse where that fails."""
-    inv, ok = _Damped(A, A.new_zeros(A.shape[0]), A.new_ones(A.shape[:2])).inverse()
+    """(A)⁻¹ via a Jacobi-equilibrated Cholesky (`batched_linalg.DampedCholesky`), SVD pseudo-inverse where that fails."""
+    inv, ok = DampedCholesky(A, A.new_zeros(A.shape[0]), A.new_ones(A.shape[:2])).inverse()
     if not bool(ok.all()):
         inv[~ok] = torch.linalg.pinv(A[~ok], hermitian=True)
     return inv

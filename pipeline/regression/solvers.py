@@ -10,7 +10,7 @@ Jacobian comes from forward-mode differentiation: `dual.Dual` numbers with the p
 columns (sparse partials, 3× faster than torch.func) where `_Model.probe` finds that this reproduces torch.func
 for the model, else torch.func.jvp vmapped over the parameter directions and the problems; or from a user
 `jac(x, *p)`. Linear solves are Jacobi-equilibrated Cholesky factorisations of the (B, p, p) matrices,
-unrolled over the entries for small p and many problems (`_Damped`), batched LAPACK otherwise.
+unrolled over the entries for small p and many problems (`batched_linalg.DampedCholesky`), batched LAPACK otherwise.
   "gn"        Gauss–Newton, h = -(JᵀJ)⁻¹Jᵀr, backtracking (Armijo) line search; status -2 if JᵀJ is singular,
               -3 if no step length lowers the cost.
   "levenberg" (JᵀJ + λI)h = -Jᵀr, λ₀ = tau·max diag(JᵀJ).
@@ -48,6 +48,14 @@ import math
 import torch
 from torch.func import jvp, vmap
 
+from pipeline.regression.batched_linalg import TINY as _TINY
+from pipeline.regression.batched_linalg import (
+    DampedCholesky,
+    diagonal,
+    row_finite,
+    row_norm,
+    row_sum,
+)
 from pipeline.regression.dual import Broadcast
 
 METHODS = ("gn", "levenberg", "lm")
@@ -63,122 +71,10 @@ STATUS_MESSAGES = {
     -3: "Gauss-Newton: the line search found no step that lowers the cost",
 }
 _RUNNING = -99
-_TINY = 1e-300
 _EPS = float(torch.finfo(torch.float64).eps)
 _LAM_MAX = 1e290
 _SMALL = 1 << 16  # working sets with fewer Jacobian entries than this run single-threaded on the CPU
-_UNROLL_P, _UNROLL_K = 4, 512  # unrolled Cholesky up to 4 parameters from 512 problems on (`_Damped`)
 _DEFAULTS = {"ftol": 1e-20, "xtol": 1e-15, "gtol": 1e-15, "max_iter": None, "tau": 1e-3, "accel": None}
-
-
-# ------------------------------------------------------------------------------------------- row reductions
-# Per-problem vectors are (K, p) with p small. torch's reductions over such a short last dimension cost ~10× an
-# elementwise op (147 µs against 14 µs for a row sum of 10,000 × 3 on one CPU thread); a matrix-vector
-# product with a vector of ones is the fast row sum.
-def _rsum(x):
-    return x @ x.new_ones(x.shape[-1])
-
-
-def _rnorm(x):
-    """Euclidean row norms; torch's overflow-safe norm where the squares overflow."""
-    s = _rsum(x * x)
-    return s.sqrt() if bool(torch.isfinite(s).all()) else torch.linalg.vector_norm(x, dim=-1)
-
-
-def _rfinite(x):
-    """Rows with every entry finite (a sum of finite numbers is finite but for overflow, a false alarm)."""
-    return torch.isfinite(_rsum(x))
-
-
-def _diag(A):
-    """diag(A) of (K, p, p) as a contiguous (K, p): elementwise math on the strided view runs ~5× slower."""
-    return torch.diagonal(A, dim1=-2, dim2=-1).contiguous()
-
-
-# --------------------------------------------------------------------------------------------- linear algebra
-class _Damped:
-    """Cholesky factor of A + λ·diag(d) for K problems, Jacobi-equilibrated (unit diagonal) first.
-
-    `step(g)` solves for h = -(A + λ·diag(d))⁻¹g. With p ≤ `_UNROLL_P` parameters and at least
-    `_UNROLL_K` problems the factorisation and the triangular solves run unrolled over the matrix entries,
-    each an elementwise op on K contiguous numbers (for p = 3 about 60 ops: ~6× faster than LAPACK's
-    per-matrix calls on 10,000 problems); otherwise batched LAPACK (`cholesky_ex`, `cholesky_solve`). Both
-    flag as not ok a problem whose matrix is not numerically positive definite.
-    """
-
-    def __init__(self, A, lam, d):
-        K, p = A.shape[0], A.shape[-1]
-        self.unrolled = p <= _UNROLL_P and K >= _UNROLL_K
-        if self.unrolled:  # entries as contiguous (K,) rows: (p, p, K) and (p, K) layouts
-            M = A.permute(1, 2, 0).contiguous()
-            diag = torch.diagonal(M).T + lam * d.T
-            s = torch.rsqrt(diag.clamp_min(_TINY))
-            self.L, self.inv, self.ok = _cholesky_unrolled(M, diag, s)
-            self.s = s
-            return
-        M = A + torch.diag_embed(lam[:, None] * d)
-        self.s = torch.rsqrt(torch.diagonal(M, dim1=-2, dim2=-1).clamp_min(_TINY))
-        self.L, info = torch.linalg.cholesky_ex(M * (self.s[:, :, None] * self.s[:, None, :]))
-        self.ok = info == 0
-
-    def step(self, g, ok=None):
-        """(h, ok): h = -(A + λ·diag(d))⁻¹g, zero where the factor failed or h is not finite."""
-        if self.unrolled:  # back to the (K, p) layout, contiguous: later ops on a transposed view run slower
-            h = torch.stack(_solve_unrolled(self.L, self.inv, -g.T.contiguous() * self.s), -1) * self.s.T
-        else:
-            h = torch.cholesky_solve((-g * self.s).unsqueeze(-1), self.L).squeeze(-1) * self.s
-        ok = (self.ok if ok is None else ok & self.ok) & _rfinite(h)
-        return torch.where(ok[:, None], h, torch.zeros_like(h)), ok
-
-    def inverse(self):
-        """((A + λ·diag(d))⁻¹, ok) for every problem; ok False where the factor failed or it is not finite."""
-        if self.unrolled:
-            p, K = self.s.shape
-            eye = torch.eye(p, dtype=self.s.dtype, device=self.s.device)
-            cols = [torch.stack(_solve_unrolled(self.L, self.inv, eye[:, k, None].expand(p, K))) for k in range(p)]
-            inv = (torch.stack(cols, 1) * self.s[:, None, :] * self.s[None]).permute(2, 0, 1)
-        else:
-            eye = torch.eye(self.L.shape[-1], dtype=self.L.dtype, device=self.L.device)
-            L = torch.where(self.ok[:, None, None], self.L, eye)  # a failed factor may hold zeros: no inverse
-            inv = torch.cholesky_inverse(L) * (self.s[:, :, None] * self.s[:, None, :])
-        return inv, self.ok & torch.isfinite(inv).flatten(1).all(-1)
-
-
-def _cholesky_unrolled(M, diag, s):
-    """Cholesky of the equilibrated s_i·M_ij·s_j (M (p, p, K) with `diag` on its diagonal), entry by entry:
-    L as a dict (i, j) -> (K,), the reciprocals of its diagonal, and ok."""
-    p = M.shape[0]
-    L, inv, ok = {}, [], None
-    for j in range(p):
-        t = diag[j] * s[j] * s[j]
-        for k in range(j):
-            t = t - L[j, k] * L[j, k]
-        ok = t > 0 if ok is None else ok & (t > 0)
-        inv.append(torch.rsqrt(t.clamp_min(_TINY)))
-        for i in range(j + 1, p):
-            t = M[i, j] * (s[i] * s[j])
-            for k in range(j):
-                t = t - L[i, k] * L[j, k]
-            L[i, j] = t * inv[j]
-    return L, inv, ok
-
-
-def _solve_unrolled(L, inv, b):
-    """x with L·Lᵀ·x = b, b (p, K) and x a list of p (K,) entries, by forward then back substitution."""
-    p = b.shape[0]
-    z = []
-    for i in range(p):
-        t = b[i]
-        for k in range(i):
-            t = t - L[i, k] * z[k]
-        z.append(t * inv[i])
-    x = [None] * p
-    for i in reversed(range(p)):
-        t = z[i]
-        for k in range(i + 1, p):
-            t = t - L[k, i] * x[k]
-        x[i] = t * inv[i]
-    return x
 
 
 # ----------------------------------------------------------------------------------------------- the engine
@@ -360,7 +256,7 @@ class _Engine:
         return self.out
 
     def _init_state(self, w):
-        diag = _diag(w.A)
+        diag = diagonal(w.A)
         w.D = diag.clamp_min(_TINY) if self.method == "lm" else torch.ones_like(diag)
         tau = self.o["tau"]
         w.lam = torch.full_like(w.cost, tau) if self.method == "lm" else tau * diag.amax(-1).clamp_min(_TINY)
@@ -370,9 +266,9 @@ class _Engine:
     def _check_gradient(self, w, where):
         """Status 4 (zero residuals) or 1 (gtol) for running problems selected by `where`."""
         rn = (2 * w.cost).sqrt()
-        cn = _diag(w.A).sqrt()
+        cn = diagonal(w.A).sqrt()
         # max_j |g_j| / (‖J_j‖·‖r‖) ≤ gtol, written without the division (a zero column has g_j = 0)
-        flat = _rsum((w.g.abs() > self.o["gtol"] * cn * rn[:, None]).to(cn.dtype)) == 0
+        flat = row_sum((w.g.abs() > self.o["gtol"] * cn * rn[:, None]).to(cn.dtype)) == 0
         run = where & (w.status == _RUNNING)
         w.status = w.status.masked_fill(run & (rn == 0), 4).masked_fill(run & (rn > 0) & flat, 1)
 
@@ -386,18 +282,18 @@ class _Engine:
             setattr(w, name, t)
 
     def _scale(self, w):
-        return w.D.sqrt() if self.method == "lm" else _diag(w.A).sqrt()
+        return w.D.sqrt() if self.method == "lm" else diagonal(w.A).sqrt()
 
     def _small_step(self, w, h, d):
         xtol = self.o["xtol"]
-        return _rnorm(d * h) <= xtol * (_rnorm(d * w.p) + xtol)
+        return row_norm(d * h) <= xtol * (row_norm(d * w.p) + xtol)
 
     def _ftol(self, cost_old, act, pred):
         rel = self.o["ftol"] * cost_old
         return (act.abs() <= rel) & (pred <= rel) & (act <= 2 * pred)
 
     def _lm_step(self, w):
-        fac = _Damped(w.A, w.lam, w.D)
+        fac = DampedCholesky(w.A, w.lam, w.D)
         h, ok = fac.step(w.g)
         run = w.status == _RUNNING
         d = self._scale(w)
@@ -407,21 +303,21 @@ class _Engine:
             a, ok = self._acceleration(w, h, fac, ok, d)
             p_new = p_new + 0.5 * a
         r_new, J_new, A_new, g_new, cost_new = self._eval(w, p_new)
-        pred = 0.5 * _rsum(h * (w.lam[:, None] * w.D * h - w.g))
+        pred = 0.5 * row_sum(h * (w.lam[:, None] * w.D * h - w.g))
         act = w.cost - cost_new
-        fin = torch.isfinite(cost_new) & _rfinite(g_new)
+        fin = torch.isfinite(cost_new) & row_finite(g_new)
         # Below the rounding noise of the cost (bounded by eps·Σ|r|(|r| + 2|y|)), a step is progress if it
         # shrinks the scaled gradient.
         d = d.clamp_min(_TINY)
         rn = (2 * w.cost).sqrt()
         noise = _EPS * rn * (rn + 2 * w.ynorm)
-        quiet = (act <= 0) & (act >= -noise) & (_rnorm(g_new / d) < _rnorm(w.g / d))
+        quiet = (act <= 0) & (act >= -noise) & (row_norm(g_new / d) < row_norm(w.g / d))
         acc = ok & fin & (pred > 0) & run & ~xstop & ((act > 0) | quiet)
         rho = act / torch.where(pred > 0, pred, torch.ones_like(pred))
         fstop = ok & fin & run & ~xstop & self._ftol(w.cost, act, pred)
         self._update(w, acc, p_new, r_new, J_new, A_new, g_new, cost_new)
         if self.method == "lm":
-            w.D = torch.where(acc[:, None], torch.maximum(w.D, _diag(w.A)), w.D)
+            w.D = torch.where(acc[:, None], torch.maximum(w.D, diagonal(w.A)), w.D)
         shrink = torch.where(quiet, torch.ones_like(rho), torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3))
         w.lam = torch.where(acc, w.lam * shrink, w.lam * w.nu)
         w.nu = torch.where(acc, torch.full_like(w.nu, 2.0), w.nu * 2)
@@ -438,7 +334,7 @@ class _Engine:
         if w.w is not None:
             rpp = rpp * w.w
         a, ok = fac.step((w.J @ rpp.unsqueeze(-1)).squeeze(-1), ok)
-        ratio = 2 * _rnorm(d * a) / _rnorm(d * h).clamp_min(_TINY)
+        ratio = 2 * row_norm(d * a) / row_norm(d * h).clamp_min(_TINY)
         return a, ok & (ratio <= self.accel)
 
     def _line_search(self, w, h, slope, run):
@@ -457,11 +353,11 @@ class _Engine:
         return t, cost_new, pending
 
     def _gn_step(self, w):
-        h, ok = _Damped(w.A, torch.zeros_like(w.cost), w.D).step(w.g)
+        h, ok = DampedCholesky(w.A, torch.zeros_like(w.cost), w.D).step(w.g)
         run = w.status == _RUNNING
         status = w.status.masked_fill(~ok & run, -2)
         status = status.masked_fill(ok & run & self._small_step(w, h, self._scale(w)), 3)
-        slope = _rsum(w.g * h)  # < 0: h is a descent direction
+        slope = row_sum(w.g * h)  # < 0: h is a descent direction
         t, cost_new, failed = self._line_search(w, h, slope, status == _RUNNING)
         status = status.masked_fill(failed, -3)
         acc = (status == _RUNNING) & (cost_new < w.cost)

@@ -9,6 +9,7 @@ import torch
 from torch.func import jacfwd, jvp, vmap
 
 from pipeline.regression import (
+    batched_linalg,
     curve_fit_batched,
     least_squares_fit,
     parse_expression,
@@ -105,24 +106,24 @@ def _spd(K, p, seed=0):
 
 @pytest.mark.parametrize("p", [1, 2, 3, 4])
 def test_unrolled_cholesky_matches_lapack(p, monkeypatch):
-    K = solvers._UNROLL_K
+    K = batched_linalg.UNROLL_K
     A = _spd(K, p)
     A[3] = -A[3]  # not positive definite
     A[5, 0, 0] = math.nan
     lam = torch.full((K,), 1e-3, dtype=torch.float64)
     d = torch.diagonal(A, dim1=-2, dim2=-1).abs().clamp_min(1e-300)
     g = torch.randn(K, p, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    fast = solvers._Damped(A, lam, d)
+    fast = batched_linalg.DampedCholesky(A, lam, d)
     assert fast.unrolled
-    monkeypatch.setattr(solvers, "_UNROLL_K", K + 1)
-    slow = solvers._Damped(A, lam, d)
+    monkeypatch.setattr(batched_linalg, "UNROLL_K", K + 1)
+    slow = batched_linalg.DampedCholesky(A, lam, d)
     assert not slow.unrolled
     (h1, ok1), (h2, ok2) = fast.step(g), slow.step(g)
     assert torch.equal(ok1, ok2) and not ok1[3] and not ok1[5] and int(ok1.sum()) == K - 2
     torch.testing.assert_close(h1, h2, rtol=1e-10, atol=0)
-    inv1, iok1 = solvers._Damped(A, 0 * lam, torch.ones_like(d)).inverse()
-    monkeypatch.setattr(solvers, "_UNROLL_K", 1)
-    inv2, iok2 = solvers._Damped(A, 0 * lam, torch.ones_like(d)).inverse()
+    inv1, iok1 = batched_linalg.DampedCholesky(A, 0 * lam, torch.ones_like(d)).inverse()
+    monkeypatch.setattr(batched_linalg, "UNROLL_K", 1)
+    inv2, iok2 = batched_linalg.DampedCholesky(A, 0 * lam, torch.ones_like(d)).inverse()
     assert torch.equal(iok1, iok2)
     torch.testing.assert_close(inv1[iok1], inv2[iok2], rtol=1e-9, atol=0)
     torch.testing.assert_close(inv1[iok1], torch.linalg.inv(A[iok1]), rtol=1e-8, atol=0)
@@ -135,7 +136,7 @@ def test_large_batches_fit_the_same_with_either_factorisation(monkeypatch):
     Y = truth[:, :1] * np.exp(-truth[:, 1:2] * x) + truth[:, 2:] + 0.02 * rng.standard_normal((B, x.size))
     f = MODELS["exp_decay"][0]
     fast = curve_fit_batched(f, x, Y, truth * 0.7, full_output=True)
-    monkeypatch.setattr(solvers, "_UNROLL_K", B + 1)
+    monkeypatch.setattr(batched_linalg, "UNROLL_K", B + 1)
     slow = curve_fit_batched(f, x, Y, truth * 0.7, full_output=True)
     assert fast[2].success.all() and slow[2].success.all()
     np.testing.assert_allclose(fast[0], slow[0], rtol=1e-9)
