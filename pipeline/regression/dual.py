@@ -16,7 +16,7 @@ log, log1p, log10, log2, sqrt, square, reciprocal, sin, cos, tan, atan/arctan, s
 Anything else (tensor methods such as `a.exp()`, stack, where, matmul, indexing a parameter, Python branches on
 values) raises `Unsupported`, and the engine (`solvers._Model.probe`) keeps torch.func for that model.
 Parameters enter as (B, 1, ..., 1) columns broadcasting against x, so the model must be elementwise in its
-parameters; the probe compares both paths on a few problems before trusting this one.
+parameters; the probe compares the values of both paths on a few problems before trusting this one.
 """
 
 from __future__ import annotations
