@@ -154,3 +154,13 @@ def test_unidentifiable_parameters_give_a_pseudo_inverse_covariance(B):
     np.testing.assert_allclose(popt.sum(1), np.linspace(1, 2, B), rtol=1e-9)  # LM's damping copes
     A = np.full((2, 2), (x**2).sum())
     np.testing.assert_allclose(pcov[0], np.linalg.pinv(A), rtol=1e-9)
+
+
+def test_row_reductions_match_torch_and_survive_overflow():
+    x = torch.randn(700, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(batched_linalg.row_sum(x), x.sum(-1), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(batched_linalg.row_norm(x), x.norm(dim=-1), rtol=1e-14, atol=0)
+    big = x * 1e200  # the squares overflow: the scaled norm takes over
+    torch.testing.assert_close(batched_linalg.row_norm(big), big.norm(dim=-1), rtol=1e-14, atol=0)
+    x[5, 1], x[9, 2] = math.inf, math.nan
+    assert batched_linalg.row_finite(x).tolist() == [i not in (5, 9) for i in range(700)]
