@@ -267,8 +267,8 @@ class _Engine:
         """Status 4 (zero residuals) or 1 (gtol) for running problems selected by `where`."""
         rn = (2 * w.cost).sqrt()
         cn = diagonal(w.A).sqrt()
-        # max_j |g_j| / (‖J_j‖·‖r‖) ≤ gtol, written without the division (a zero column has g_j = 0)
-        flat = row_sum((w.g.abs() > self.o["gtol"] * cn * rn[:, None]).to(cn.dtype)) == 0
+        # max_j |g_j| / (‖J_j‖·‖r‖) ≤ gtol, without the division (a zero column has g_j = 0); NaN is not flat
+        flat = row_sum((~(w.g.abs() <= self.o["gtol"] * cn * rn[:, None])).to(cn.dtype)) == 0
         run = where & (w.status == _RUNNING)
         w.status = w.status.masked_fill(run & (rn == 0), 4).masked_fill(run & (rn > 0) & flat, 1)
 
