@@ -367,12 +367,16 @@ class Broadcast:
         shape = (P.shape[0],) + (1,) * len(self.yshape)
         return [c.reshape(shape) for c in P.unbind(-1)]
 
-    def _flat(self, v, B):
-        return torch.broadcast_to(torch.as_tensor(v, dtype=torch.float64), (B, *self.yshape)).reshape(B, -1)
+    def _flat(self, v, P):
+        """(B, m) from a value that broadcasts to (B, *yshape); a number (a constant model, or a zero second
+        derivative) becomes a tensor on P's device."""
+        B = P.shape[0]
+        v = torch.as_tensor(v, dtype=P.dtype, device=P.device)
+        return torch.broadcast_to(v, (B, *self.yshape)).reshape(B, -1)
 
     def values(self, P, x):
         """(B, m) model values."""
-        return self._flat(self.f(x, *self._columns(P)), P.shape[0])
+        return self._flat(self.f(x, *self._columns(P)), P)
 
     def jacobian(self, P, x, out):
         """Writes Jᵀ into out ((B, p, m), any strides) and returns the (B, m) values."""
@@ -382,10 +386,10 @@ class Broadcast:
         Jt = out.unflatten(-1, self.yshape) if self.yshape else out[..., 0]
         for i in range(p):
             Jt[:, i] = d.get(i, 0.0)
-        return self._flat(v, B)
+        return self._flat(v, P)
 
     def along2(self, P, x, h):
         """(B, m) second directional derivatives d²/dt² f(x, P + t·h) at t = 0."""
         y = self.f(x, *[Jet(c, hc) for c, hc in zip(self._columns(P), self._columns(h))])
         second = y.d2 if isinstance(y, Jet) else None
-        return self._flat(0.0 if second is None else second, P.shape[0])
+        return self._flat(0.0 if second is None else second, P)
