@@ -16,14 +16,23 @@ validates every mapped record, filters, and splits:
    [min_chars, max_chars] -> too_short/too_long; exact duplicates of the mapped record -> duplicate.
 4. max_rows: keep the first N rows that survive steps 2-3, in source order; reading stops there (cheap on a
    large Hub dataset; `report["max_rows_reached"]`).
-5. Split: a seeded permutation (numpy default_rng(seed)) assigns rows to test, validation and train
-   (round(n * fraction) rows each, at least 1 when the fraction is > 0); each split keeps source order.
-   `split: tail` holds out the last rows instead (train, then validation, then test, in source order).
+5. Split by group (`pipeline.data.splits`), so no prompt is in two splits. A row's prompt is its first user
+   message (format messages: of `messages`; prompts: of `prompt`; preferences: of `prompt`, else of `chosen`),
+   compared after stripping surrounding whitespace. Rows sharing a prompt form one group, and so do rows mapped
+   from one raw record (all of an OASST tree's conversations and pairs, all instances of a Self-Instruct seed
+   task); text rows are groups of one. Whole groups, in a seeded random order (numpy default_rng(seed) permutes
+   the groups, numbered by first appearance), fill test and then validation until each holds at least
+   round(n * fraction) rows (at least one group when the fraction is > 0); the rest is train. A split thus
+   overshoots its target by less than one group's rows; with one row per group (text) it is the row-wise split
+   of a seeded permutation. Each split keeps source order. `split: tail` takes the groups last-first instead
+   (train, then validation, then test, in source order of their first rows). report["groups"] counts groups.
 
 Streaming (`streaming: true`): records flow from the reader through steps 2-4 into `Dataset.from_generator`,
 which writes Arrow shards to the datasets cache, so a file larger than memory is never held in a Python list
-(only 16-byte hashes for dedupe). The cache is keyed on the config and the files' size and mtime; a cache hit
-reads the report saved next to it.
+(per row only 8-byte integers: raw-record index, group; 16-byte hashes for dedupe and, while splitting, one per
+distinct prompt, read back from the built dataset in batches). The cache is keyed on the config and the files'
+size and mtime; a cache hit reads the report and the raw-record indices saved next to it (a cache without them
+is built afresh), so a hit splits exactly as the first build did.
 """
 
 from __future__ import annotations
@@ -35,12 +44,14 @@ import json
 import os
 import re
 import uuid
+from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 from pipeline.data.mappers import (FORMATS, MAPPER_FORMATS, MAPPERS, check_record, plan_fields, text_length,
                                    valid_fields)
 from pipeline.data.readers import COMPRESSED, TEXT_BLOCK_CHARS, iter_text_blocks, read_file  # noqa: F401 (public here too)
+from pipeline.data.splits import group_rows, prompt_keys, split_rows
 from pipeline.errors import PipelineError
 
 FILE_TYPES = ("auto", "json", "jsonl", "parquet", "csv", "text", "hub")
@@ -67,14 +78,17 @@ class SourceConfig:
     min_chars: int = field(default=1, metadata={"help": "drop records whose mapped text is shorter"})
     max_chars: int = field(default=0, metadata={"help": "drop records whose mapped text is longer (0 = no max)"})
     dedupe: bool = field(default=True, metadata={"help": "drop exact duplicates of the mapped record"})
-    validation_fraction: float = field(default=0.1, metadata={"help": "fraction of rows in the validation split"})
-    test_fraction: float = field(default=0.0, metadata={"help": "fraction of rows in the test split (0 = none)"})
+    validation_fraction: float = field(default=0.1, metadata={
+        "help": "fraction of rows in the validation split (whole groups of rows sharing a prompt: at least this)"})
+    test_fraction: float = field(default=0.0, metadata={
+        "help": "fraction of rows in the test split (0 = none; whole prompt groups, as validation)"})
     strict: bool = field(default=False, metadata={"help": "the first malformed record is fatal"})
     streaming: bool = field(default=False, metadata={
         "help": "read incrementally and write Arrow shards (for files larger than memory)"})
     split: str = field(default="random", metadata={
-        "help": "random: a seeded permutation picks the held-out rows | tail: the last rows in source order are "
-                "validation (then test), as nanoGPT holds out the last 10% of TinyShakespeare"})
+        "help": "random: a seeded permutation picks the held-out groups (rows sharing a prompt or a raw record) | "
+                "tail: the last groups in source order are validation (then test), as nanoGPT holds out the last "
+                "10% of TinyShakespeare"})
     license: str = field(default="other", metadata={"help": "licence of the source, for the dataset card (e.g. mit, apache-2.0)"})
     description: str = field(default="", metadata={"help": "one paragraph for the dataset card ('' = a generic one)"})
 
@@ -181,7 +195,9 @@ def _read(cfg: SourceConfig, ftype: str, files: list[str], p: str):
 
 
 # ---------------------------------------------------------------- mapping, filtering, splitting
-def _mapped(cfg: SourceConfig, mapper: str, cols: dict, items: Iterator, report: dict, p: str) -> Iterator[dict]:
+def _mapped(cfg: SourceConfig, mapper: str, cols: dict, items: Iterator, report: dict, p: str,
+            origins: array) -> Iterator[dict]:
+    """Kept rows, in source order; `origins` gets the raw-record index of each one."""
     fn, dropped = MAPPERS[mapper], report["dropped"]
     seen: set[bytes] = set()
     for idx, (loc, raw) in enumerate(items):
@@ -209,6 +225,7 @@ def _mapped(cfg: SourceConfig, mapper: str, cols: dict, items: Iterator, report:
                 dropped[reason] = dropped.get(reason, 0) + 1
                 continue
             report["kept"] += 1
+            origins.append(idx)
             yield out
             if cfg.max_rows and report["kept"] >= cfg.max_rows:
                 report["max_rows_reached"] = True
@@ -228,11 +245,12 @@ def _fingerprint(cfg: SourceConfig, ftype: str, files: list[str]) -> str:
     if ftype == "hub":
         return "source-" + uuid.uuid4().hex  # a Hub dataset can change: never reuse
     stats = [(os.path.abspath(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-    blob = json.dumps({"v": 1, "cfg": asdict(cfg), "files": stats}, sort_keys=True)
+    blob = json.dumps({"v": 2, "cfg": asdict(cfg), "files": stats}, sort_keys=True)
     return "source-" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _from_generator(cfg: SourceConfig, rows: Iterator[dict], report: dict, fingerprint: str):
+def _from_generator(cfg: SourceConfig, rows: Iterator[dict], report: dict, origins: array, fingerprint: str):
+    """Dataset.from_generator; a cache hit (the generator did not run) restores the report and `origins`."""
     from datasets import Dataset
 
     ran = []
@@ -252,37 +270,40 @@ def _from_generator(cfg: SourceConfig, rows: Iterator[dict], report: dict, finge
         raise (cause or e) from None
     if not ds.cache_files:
         return ds
-    sidecar = os.path.join(os.path.dirname(ds.cache_files[0]["filename"]), "pipeline_source_report.json")
+    folder = os.path.dirname(ds.cache_files[0]["filename"])
+    sidecar, indices = (os.path.join(folder, f"pipeline_source_{k}") for k in ("report.json", "origins.bin"))
     if ran:
         with open(sidecar, "w") as f:
             json.dump(report, f)
-    elif os.path.exists(sidecar):
+        with open(indices, "wb") as f:
+            origins.tofile(f)
+    elif os.path.exists(sidecar) and os.path.exists(indices):
         with open(sidecar) as f:
             report.update(json.load(f))
+        with open(indices, "rb") as f:
+            origins.frombytes(f.read())
     else:  # a cache from elsewhere without its report: build afresh
-        return _from_generator(cfg, rows, report, fingerprint + "-" + uuid.uuid4().hex[:8])
+        return _from_generator(cfg, rows, report, origins, fingerprint + "-" + uuid.uuid4().hex[:8])
     return ds
 
 
-def _split(ds, cfg: SourceConfig, seed: int, p: str):
+def _split(ds, cfg: SourceConfig, seed: int, p: str, origins: array, report: dict):
+    """Whole groups of rows to train/validation/test (module docstring, step 5); report["groups"] counts them."""
     import numpy as np
     from datasets import DatasetDict
 
     n = len(ds)
-    count = lambda f: 0 if f <= 0 else max(1, round(n * f))  # noqa: E731
-    n_test, n_val = count(cfg.test_fraction), count(cfg.validation_fraction)
-    n_train = n - n_test - n_val
-    if n_train < 1:
-        raise PipelineError(f"{p}: {n} kept row(s) are too few for validation_fraction {cfg.validation_fraction} and "
-                            f"test_fraction {cfg.test_fraction}")
-    if cfg.split == "tail":
-        perm = np.concatenate([np.arange(n - n_test, n), np.arange(n_train, n - n_test), np.arange(n_train)])
+    if cfg.format == "text":
+        groups = np.arange(n)  # no prompt: each row is its own group
     else:
-        perm = np.random.default_rng(seed).permutation(n)
-    parts = {"train": perm[n_test + n_val:], "validation": perm[n_test:n_test + n_val]}
-    if cfg.test_fraction > 0:
-        parts["test"] = perm[:n_test]
-    return DatasetDict({k: ds.select(np.sort(v)) for k, v in parts.items()})
+        groups = group_rows(prompt_keys(ds, cfg.format), origins)
+    report["groups"] = int(groups.max()) + 1
+    parts = split_rows(groups, cfg.validation_fraction, cfg.test_fraction, cfg.split == "tail", seed)
+    if not len(parts["train"]):
+        raise PipelineError(f"{p}: {n} kept row(s) are too few for validation_fraction {cfg.validation_fraction} and "
+                            f"test_fraction {cfg.test_fraction} ({report['groups']} group(s) of rows sharing a "
+                            f"prompt or a raw record; held-out splits take whole groups)")
+    return DatasetDict({k: ds.select(v) for k, v in parts.items()})
 
 
 def load_source(cfg: SourceConfig, seed: int, where: str = "data.sources"):
@@ -291,7 +312,8 @@ def load_source(cfg: SourceConfig, seed: int, where: str = "data.sources"):
     Returns (DatasetDict with train, validation (possibly empty) and, when test_fraction > 0, test; report) where
     report = {"read": raw records read (trees, transcripts, text blocks, rows), "mapped": candidate output
     records (a whole malformed raw record counts as one), "kept": rows in the splits, "dropped": {reason: count},
-    "max_rows_reached": bool}; mapped == kept + sum(dropped) unless max_rows stopped the reading.
+    "max_rows_reached": bool, "groups": groups of rows that share a prompt or a raw record, each in one split};
+    mapped == kept + sum(dropped) unless max_rows stopped the reading.
     Raises PipelineError (one line, naming `where[name].field`) for bad input or an empty result."""
     p = f"{where}[{cfg.name}]"
     mapper = _check_config(cfg, p)
@@ -309,9 +331,10 @@ def load_source(cfg: SourceConfig, seed: int, where: str = "data.sources"):
         key, col = missing[0]
         raise PipelineError(f"{p}.columns.{key}: column {col!r} not in file (columns: {', '.join(available or [])})")
     report = {"read": 0, "mapped": 0, "kept": 0, "dropped": {}, "max_rows_reached": False}
-    rows = _mapped(cfg, mapper, cols, itertools.chain(head, items), report, p)
+    origins = array("q")  # raw-record index of each kept row
+    rows = _mapped(cfg, mapper, cols, itertools.chain(head, items), report, p, origins)
     if cfg.streaming:
-        ds = _from_generator(cfg, rows, report, _fingerprint(cfg, ftype, files))
+        ds = _from_generator(cfg, rows, report, origins, _fingerprint(cfg, ftype, files))
     else:
         from datasets import Dataset
 
@@ -320,4 +343,4 @@ def load_source(cfg: SourceConfig, seed: int, where: str = "data.sources"):
     if not report["kept"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(report["dropped"].items())) or "none"
         raise PipelineError(f"{p}: no rows left from {cfg.path} (read {report['read']}, dropped: {reasons})")
-    return _split(ds, cfg, seed, p), report
+    return _split(ds, cfg, seed, p, origins, report), report
