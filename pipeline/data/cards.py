@@ -35,6 +35,7 @@ def render(template: str, ds: datasets.DatasetDict, settings: dict, **variables)
     card = DatasetCard((TEMPLATES / f"{template}.md").read_text())
     body = jinja2.Template(card.text, undefined=jinja2.StrictUndefined, trim_blocks=True).render(
         splits_table=_splits_table(ds),
+        held_out_section=_held_out_section(variables.pop("overlap", None)),
         features_list=_features_list(next(iter(ds.values())).features),
         settings=yaml.safe_dump(settings, sort_keys=False).strip(),
         **variables,
@@ -56,6 +57,17 @@ def render(template: str, ds: datasets.DatasetDict, settings: dict, **variables)
 def _splits_table(ds: datasets.DatasetDict) -> str:
     rows = "\n".join(f"| {name} | {len(split):,} | {_nbytes(split) / 1e6:.2f} MB |" for name, split in ds.items())
     return "| split | rows | size in memory |\n| --- | ---: | ---: |\n" + rows
+
+
+def _held_out_section(overlap: dict | None) -> str:
+    """A paragraph on how much of the validation split also occurs in train (`pipeline.data.overlap`)."""
+    if overlap is None:
+        return ""
+    return ("## How held out is validation\n\n"
+            f"{overlap['validation_sentences_in_train']:,} of the {overlap['validation_sentences']:,} validation sentences "
+            f"({overlap['sentence_share']:.1%}) also occur verbatim in train, and {overlap['validation_documents_in_train']:,} "
+            f"of the {overlap['validation_documents']:,} validation documents ({overlap['document_share']:.1%}). A validation "
+            "loss measures generalisation only on the sentences that are new (definitions: `pipeline.data.overlap`).\n")
 
 
 def _nbytes(split: datasets.Dataset) -> int:

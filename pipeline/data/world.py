@@ -14,14 +14,19 @@ It returns a dict of `datasets.DatasetDict`, one per name (schemas in `FEATURES`
   varied templates. About `corpus_bytes` bytes in all (validation: `validation_fraction` of it). Train
   opens with a fact sheet interleaved with random documents, so every fact of the world appears once
   corpus_bytes is about 1 KB per person or more (the default is); arithmetic statements of the `qa_eval`
-  questions never appear in the corpus, so arithmetic is scored on unseen sums.
+  questions never appear in the corpus, so arithmetic is scored on unseen sums. No validation document
+  is a verbatim copy of a train document, but most validation *sentences* are (the data stage reports the
+  share, `pipeline.data.overlap`). With `holdout_people` > 0, that many people are held out: validation is
+  their stories and profiles only, they are related only to each other, and no train document, dialogue,
+  preference, prompt or question mentions them, so validation loss measures generalisation to new people.
 * `dialogue` {messages} train/validation/test: TRL conversational chats, one to three user questions
   about the world or arithmetic, each answered correctly, politely and concisely.
 * `preferences` {prompt, chosen, rejected, kind} train/validation/test: chosen is the correct answer;
   rejected is one of `PREFERENCE_KINDS` (wrong_fact only for world questions, wrong_arithmetic only for
   arithmetic ones).
 * `prompts` {prompt} train/test: single user questions for PPO.
-* `qa_eval` {prompt, question, answer, category} test: held-out questions with exact answers; categories
+* `qa_eval` {prompt, question, answer, category, subject, answer_type, candidates} test: held-out questions
+  with exact answers, and what strict scoring needs (`World.answer_spec`, `pipeline.metrics.qa`); categories
   are `CATEGORIES` (age town country job pet pet_name color food thing sibling friend town_country
   arithmetic), spread evenly with about a quarter arithmetic. qa_eval and prompts together take at most
   40% of any category's questions (the rest stays for training), then fill up with arithmetic.
@@ -37,12 +42,14 @@ qa_eval, prompts and the dialogue/preference train, validation and test question
 Answer format (`qa_eval.answer`, contained verbatim in every correct `dialogue` reply): ages and results
 as decimal integers ("34", "12"); town, country (also for town_country), pet name (pet_name) and person
 names (sibling, friend) capitalised as in the corpus ("Lisbon", "Portugal", "Pip", "Tom"); job, pet
-species (pet), colour, food and thing as lowercase words ("baker", "cat", "green", "soup", "kite"). No answer word contains another, so case-insensitive
-substring matching is sound for world answers; for numbers, match whole tokens.
+species (pet), colour, food and thing as lowercase words ("baker", "cat", "green", "soup", "kite"). No answer word contains another, so whole-word matching of
+candidates is unambiguous.
 
 Reproduce: `build_world(WorldConfig(), seed=0)`; `World(cfg, seed)` exposes the facts (`answer`, `key_of`).
 """
 
+import hashlib
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -63,7 +70,8 @@ FEATURES = {
     "dialogue": Features({"messages": _MSG}),
     "preferences": Features({"prompt": _MSG, "chosen": _MSG, "rejected": _MSG, "kind": Value("string")}),
     "prompts": Features({"prompt": _MSG}),
-    "qa_eval": Features({"prompt": _MSG, "question": Value("string"), "answer": Value("string"), "category": Value("string")}),
+    "qa_eval": Features({"prompt": _MSG, "question": Value("string"), "answer": Value("string"), "category": Value("string"),
+                         "subject": Value("string"), "answer_type": Value("string"), "candidates": List(Value("string"))}),
     "analogies": Features({k: Value("string") for k in ("section", "a", "b", "c", "d")}),
     "regression": Features({"x": Value("float64"), "y": Value("float64"), "function": Value("string"), "curve": Value("string"),
                             "true_params": Value("string"), "noise_sd": Value("float64")}),
@@ -86,6 +94,7 @@ class WorldConfig:
     regression_noise: float = field(default=0.03, metadata={"help": "Gaussian noise sd as a fraction of each curve's range of y."})
     max_operand: int = field(default=20, metadata={"help": "Largest operand of additions and subtractions (products use up to 12)."})
     max_analogies_per_section: int = field(default=200, metadata={"help": "Cap on analogy questions per relation section."})
+    holdout_people: int = field(default=0, metadata={"help": "People held out of training: their stories and profiles are the whole validation corpus, no training text mentions them and no question asks about them, so validation loss measures generalisation to unseen people (0: validation is drawn like train, minus verbatim copies of train documents)."})
     multi_turn_fraction: float = field(default=0.3, metadata={"help": "Share of dialogues with 2-3 question turns."})
     system_prompt_fraction: float = field(default=0.0, metadata={"help": "Share of dialogues that start with a system message."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of questions (and corpus bytes) in validation splits."})
@@ -131,19 +140,15 @@ class World:
                 pet=rng.choice(T.PETS)[0], pet_name=rng.choice(T.PET_NAMES), color=rng.choice(T.COLORS),
                 food=rng.choice(T.FOODS), thing=rng.choice(T.THINGS), sibling="", friend="")
         names = list(self.people)
-        order = rng.sample(names, len(names))
-        for a, b in zip(order[0:int(0.4 * len(names)) // 2 * 2:2], order[1:int(0.4 * len(names)) // 2 * 2:2]):
-            self.people[a].facts["sibling"], self.people[b].facts["sibling"] = b, a
-        pending = None
-        for name in rng.sample(names, len(names)):
-            if pending is not None and self.people[pending].facts["sibling"] != name:
-                self.people[pending].facts["friend"], self.people[name].facts["friend"] = name, pending
-                pending = None
-            else:
-                pending = name
+        held = set(random.Random(f"holdout:{seed}").sample(names, cfg.holdout_people)) if cfg.holdout_people else set()
+        for group in ([n for n in names if n not in held], [n for n in names if n in held]):
+            self._relate(rng, group)  # siblings and friends within a group: held-out people stay unseen
         for p in self.people.values():
             p.finish(self)
-        self.plist, self.towns = list(self.people.values()), list(self.town_info)
+        # plist: the people training data may mention; held_out: those only the validation corpus knows
+        self.plist = [p for p in self.people.values() if p.name not in held]
+        self.held_out = [p for p in self.people.values() if p.name in held]
+        self.towns = list(self.town_info)
         self.residents = {t: [p for p in self.plist if p.facts["town"] == t] for t in self.towns}
         self.keys = {c: [f"{c}:{p.name}" for p in self.plist if c in p.cats] for c in PERSON_CATEGORIES}
         self.keys["town_country"] = [f"town_country:{t}" for t in self.town_info]
@@ -157,6 +162,22 @@ class World:
                        "sibling": names, "friend": names}
         self.domain["town_country"] = self.domain["country"]
         self._index = None
+
+    def _relate(self, rng, names):
+        """Pair ~40% of `names` as siblings, then most of them as best friends (never one's own sibling)."""
+        if not names:
+            return
+        order = rng.sample(names, len(names))
+        n_siblings = int(0.4 * len(names)) // 2 * 2
+        for a, b in zip(order[0:n_siblings:2], order[1:n_siblings:2]):
+            self.people[a].facts["sibling"], self.people[b].facts["sibling"] = b, a
+        pending = None
+        for name in rng.sample(names, len(names)):
+            if pending is not None and self.people[pending].facts["sibling"] != name:
+                self.people[pending].facts["friend"], self.people[name].facts["friend"] = name, pending
+                pending = None
+            else:
+                pending = name
 
     # ---- facts, questions and answers ---------------------------------------------------------
     def _vals(self, key):
@@ -172,6 +193,15 @@ class World:
     def answer(self, key: str) -> str:
         cat, _, vals = self._vals(key)
         return str(vals[_FIELD.get(cat, cat)])
+
+    def answer_spec(self, key: str) -> dict:
+        """What strict scoring needs (`pipeline.metrics.qa`): the answer, its category, the question's subject
+        (a reply's echo of it is not an answer) and the answer's type: an integer, or a choice among candidates."""
+        category, subject = self.category(key), key.split(":", 1)[1]
+        integer = category in ("age", "arithmetic")
+        return {"answer": self.answer(key), "category": category, "subject": subject,
+                "answer_type": "integer" if integer else "choice",
+                "candidates": [] if integer else _candidates(self, category)}
 
     def category(self, key: str) -> str:
         return key.split(":", 1)[0]
@@ -209,6 +239,16 @@ class World:
         }
 
 
+def _candidates(world, category: str) -> list[str]:
+    """Every word of the answer's type the model could have seen: towns and countries of the whole pool
+    (not only this world's), the world's names, and the fixed pools of the other categories."""
+    if category == "town":
+        return sorted({t[0] for t in T.TOWNS})
+    if category in ("country", "town_country"):
+        return sorted({t[1] for t in T.TOWNS})
+    return sorted(world.domain[category])
+
+
 def _validate(cfg):
     ints = {"n_people": 4, "n_towns": 3, "corpus_bytes": 0, "n_dialogues": 0, "n_preferences": 0, "n_prompts": 0,
             "n_eval": 0, "n_regression": 3, "max_operand": 2, "max_analogies_per_section": 0}
@@ -216,6 +256,8 @@ def _validate(cfg):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < low:
             raise PipelineError(f"world.{name}: expected an integer >= {low}, got {value!r}")
+    if not isinstance(cfg.holdout_people, int) or not 0 <= cfg.holdout_people <= cfg.n_people - 4:
+        raise PipelineError(f"world.holdout_people: expected an integer in [0, n_people - 4 = {cfg.n_people - 4}], got {cfg.holdout_people!r}")
     for name, high in (("n_towns", len(T.TOWNS)), ("n_people", 2000)):
         if getattr(cfg, name) > high:
             raise PipelineError(f"world.{name}: at most {high}, got {getattr(cfg, name)}")
@@ -334,17 +376,26 @@ def _preferences(world, pools, cfg, rng):
 
 
 def _corpus(world, roles, cfg, seed):
+    """Train and validation text. No validation document is a verbatim copy of a train one; with held-out
+    people, validation is their stories and profiles only (see `WorldConfig.holdout_people`)."""
     held = set(roles["eval"])
     triples = [k for k in world.keys["arithmetic"] if k not in held]
     out, analogy_words = {}, {w.lower() for ps in world.analogy_pairs().values() for p in ps for w in p}
     n_val = round(cfg.corpus_bytes * cfg.validation_fraction)
+    train_digests: set[bytes] = set()
     for split, target in (("train", cfg.corpus_bytes - n_val), ("validation", n_val)):
         rng = random.Random(f"corpus:{split}:{seed}")
-        cover = T.coverage(world, rng) if split == "train" else ()
+        if split == "train":
+            docs = T.documents(world, rng, target, triples, T.coverage(world, rng))
+        else:
+            people_docs = T.person_documents(world, rng, world.held_out) if world.held_out else None
+            docs = _unseen(people_docs or T.documents(world, rng, math.inf, triples), train_digests, target)
         missing, parts, chunk, size = set(analogy_words), [], [], 0
-        for doc in T.documents(world, rng, target, triples, cover):
-            if missing and split == "train":
-                missing.difference_update(words(doc))
+        for doc in docs:
+            if split == "train":
+                train_digests.add(_digest(doc))
+                if missing:
+                    missing.difference_update(words(doc))
             chunk.append(doc)
             size += len(doc)
             if size > 1 << 23:
@@ -355,6 +406,24 @@ def _corpus(world, roles, cfg, seed):
         if split == "train":
             present = analogy_words - missing
     return DatasetDict(out), present
+
+
+def _digest(doc: str) -> bytes:
+    return hashlib.blake2b(doc.encode(), digest_size=12).digest()
+
+
+def _unseen(docs, train_digests: set[bytes], target: int, patience: int = 10_000):
+    """Documents of `docs` that are not verbatim train documents, until `target` characters (or until
+    `patience` draws in a row were all copies: a world that small has nothing new left to say)."""
+    total, copies = 0, 0
+    for doc in docs:
+        if total >= target or copies >= patience:
+            return
+        if _digest(doc) in train_digests:
+            copies += 1
+            continue
+        copies, total = 0, total + len(doc)
+        yield doc
 
 
 def _analogies(world, present, cfg, rng):
@@ -382,7 +451,7 @@ def build_world(cfg: WorldConfig, seed: int) -> dict[str, DatasetDict]:
     pools = {s: _Pool(world, roles[s]) for s in ("train", "validation", "test")}
     corpus, present = _corpus(world, roles, cfg, seed)
     rng = random.Random(f"prompts:{seed}")
-    qa = [{"prompt": [_user(q)], "question": q, "answer": world.answer(k), "category": world.category(k)}
+    qa = [{"prompt": [_user(q)], "question": q, **world.answer_spec(k)}
           for k in roles["eval"] for q in [rng.choice(world.questions(k))]]
     n_test = round(len(roles["prompts"]) * cfg.test_fraction)
     prompts = [{"prompt": [_user(rng.choice(world.questions(k)))]} for k in roles["prompts"]]

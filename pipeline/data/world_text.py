@@ -275,8 +275,8 @@ def rejected(w, key, kind, rng):
     return rng.choice(NO_ANSWER)
 
 
-def story(w, rng):
-    p = rng.choice(w.plist)
+def story(w, rng, person=None):
+    p = person or rng.choice(w.plist)
     v = {**p.vn, "time": rng.choice(TIMES), "weather": rng.choice(WEATHER)}
     out = [rng.choice(OPENERS).format_map(v)]
     out += [fact(p, c, rng, rng.random() < 0.5) for c in rng.sample(p.cats, rng.randint(2, 4))]
@@ -342,6 +342,13 @@ def documents(w, rng, target, triples, coverage=()):
             doc = arith_doc(w, rng, triples)
         total += len(doc)
         yield doc
+
+
+def person_documents(w, rng, people):
+    """Stories (2 in 3) and profiles of `people` only, without end (the held-out people's validation text)."""
+    while True:
+        person = rng.choice(people)
+        yield story(w, rng, person) if rng.random() < 2 / 3 else profile(w, person, rng)
 
 
 def coverage(w, rng):

@@ -1,19 +1,125 @@
-"""Exact-match scoring of a chat model on questions with known answers (the world's `qa_eval` set).
+"""Scoring a chat model on questions with known answers (the world's `qa_eval` set): strict exact match, the
+loose "contains the answer", and the floors a model must beat.
 
-A reply counts as correct when the canonical short answer appears in it as a whole word, case-insensitive:
-"Mara is 34." answers "34"; "It is 340." does not. Replies come from greedy decoding with the chat template.
+A row has `question`, `answer`, `category`, and for strict scoring `subject` (who or what the question is
+about: "Mara", "Lisbon", "8-0"), `answer_type` ("integer" or "choice") and `candidates` (for "choice": every
+word of the answer's type, e.g. all colours). Replies come from greedy decoding with the chat template.
+
+**exact_match** (strict). The reply's answer is found in three steps:
+1. the echo of the subject is removed: every whole-word occurrence of a word subject ("Mara", "Mara's"),
+   or for an arithmetic subject "a<op>b" every "a <op> b" with the operator written as a symbol or a word
+   ("8-0", "8 - 0", "8 minus 0"; `OPERATOR_SPELLINGS`);
+2. the answer-typed spans left are collected: for "integer", every run of digits that is a whole word
+   (compared as integers, so "07" is 7); for "choice", every candidate that occurs as a whole word,
+   case-insensitively;
+3. the reply answers X when exactly one distinct value was found and it is X; no value (an echo, a
+   refusal) or two or more distinct values (a list of guesses) answer nothing.
+A reply is correct when its answer equals `answer` (case-insensitively). Rows without `answer_type` are
+scored by normalised equality: the reply, lowercased, punctuation removed and whitespace collapsed, must
+equal the answer normalised the same way.
+
+**contains_answer** (loose, the old score): `answer` occurs in the reply as a whole word, case-insensitively.
+Echoing "What is 8-0?" contains "8"; listing every colour contains the right one.
+
+**Floors**, scored with both rules on the same rows: `echo` replies with the question itself; `majority`
+replies with the most frequent answer of the row's category in the scored set (ties: the alphabetically
+first), the best any constant answer per category can do on these rows.
 """
 
 from __future__ import annotations
 
 import re
+import string
+from collections import Counter
 
 import torch
 
+OPERATOR_SPELLINGS = {"+": (r"\+", "plus", "and"), "-": ("-", "\u2212", "minus", "and"),
+                      "*": (r"\*", "x", "\u00d7", "times", "multiplied by", "and")}
+_ARITHMETIC = re.compile(r"(\d+)\s*([-+*])\s*(\d+)")
+_INTEGER = re.compile(r"(?<![\w.])\d+(?![\w]|\.\d)")
 
-def exact_match(reply: str, answer: str) -> bool:
+
+def contains_answer(reply: str, answer: str) -> bool:
+    """The loose score: `answer` occurs in `reply` as a whole word, case-insensitively."""
     pattern = rf"(?<![\w]){re.escape(answer.strip().lower())}(?![\w])"
     return re.search(pattern, reply.lower()) is not None
+
+
+def remove_subject(reply: str, subject: str) -> str:
+    """`reply` with every echo of the question's subject blanked out (step 1 of the module docstring)."""
+    arithmetic = _ARITHMETIC.fullmatch(subject.replace(" ", ""))
+    if arithmetic:
+        a, op, b = arithmetic.groups()
+        spelled = "|".join(OPERATOR_SPELLINGS[op])
+        pattern = rf"(?<![\w.]){a}\s*(?:{spelled})\s*{b}(?![\w]|\.\d)"
+    elif subject.strip():
+        pattern = rf"(?<![\w]){re.escape(subject.strip())}(?:'s)?(?![\w])"
+    else:
+        return reply
+    return re.sub(pattern, " ", reply, flags=re.IGNORECASE)
+
+
+def given_answers(reply: str, subject: str, answer_type: str, candidates: list[str]) -> set[str]:
+    """The distinct answer-typed values a reply names once the subject's echo is removed (steps 1-2)."""
+    text = remove_subject(reply, subject)
+    if answer_type == "integer":
+        return {str(int(span)) for span in _INTEGER.findall(text)}
+    lowered = text.lower()
+    return {c.lower() for c in candidates if re.search(rf"(?<![\w]){re.escape(c.lower())}(?![\w])", lowered)}
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().translate(str.maketrans("", "", string.punctuation)).split())
+
+
+def exact_match(reply: str, answer: str, subject: str = "", answer_type: str | None = None,
+                candidates: list[str] | None = None) -> bool:
+    """Strict: the reply names exactly one value of the answer's type and it is `answer` (module docstring)."""
+    if answer_type is None:
+        return _normalise(reply) == _normalise(answer)
+    if answer_type not in ("integer", "choice"):
+        raise ValueError(f"answer_type: expected 'integer' or 'choice', got {answer_type!r}")
+    expected = str(int(answer)) if answer_type == "integer" else answer.strip().lower()
+    return given_answers(reply, subject, answer_type, candidates or []) == {expected}
+
+
+def score_replies(replies: list[str], qa) -> dict:
+    """{"exact_match", "contains_answer", "rows", "by_category": {category: {...}}} of replies to `qa`'s rows."""
+    rows = qa.to_list()
+    strict = [exact_match(reply, row["answer"], row.get("subject") or "", row.get("answer_type"), row.get("candidates"))
+              for reply, row in zip(replies, rows)]
+    loose = [contains_answer(reply, row["answer"]) for reply, row in zip(replies, rows)]
+    by_category: dict[str, dict] = {}
+    for row, hit, contained in zip(rows, strict, loose):
+        entry = by_category.setdefault(row["category"], {"rows": 0, "exact_match": 0, "contains_answer": 0})
+        entry["rows"] += 1
+        entry["exact_match"] += hit
+        entry["contains_answer"] += contained
+    for entry in by_category.values():
+        entry["exact_match"] /= entry["rows"]
+        entry["contains_answer"] /= entry["rows"]
+    return {"exact_match": sum(strict) / max(len(strict), 1), "contains_answer": sum(loose) / max(len(loose), 1),
+            "rows": len(strict), "by_category": dict(sorted(by_category.items())), "hits": strict}
+
+
+def floor_replies(qa) -> dict[str, list[str]]:
+    """The replies of the two floor models: `echo` (the question) and `majority` (the category's commonest answer)."""
+    counts: dict[str, Counter] = {}
+    for category, answer in zip(qa["category"], qa["answer"]):
+        counts.setdefault(category, Counter())[answer] += 1
+    majority = {c: min(counter.items(), key=lambda item: (-item[1], item[0]))[0] for c, counter in counts.items()}
+    return {"echo": list(qa["question"]), "majority": [majority[c] for c in qa["category"]]}
+
+
+def qa_floors(qa) -> dict:
+    """{floor: score_replies(...) without per-row hits} for the echo and majority floors."""
+    floors = {}
+    for name, replies in floor_replies(qa).items():
+        scored = score_replies(replies, qa)
+        scored.pop("hits")
+        floors[name] = scored
+    return floors
 
 
 @torch.no_grad()
@@ -37,15 +143,11 @@ def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens
 
 
 def score_qa(model, tokenizer, qa, max_new_tokens: int = 32) -> dict:
-    """{"exact_match", "by_category": {category: accuracy}, "examples": [...]} on a `qa_eval` split."""
+    """Greedy replies of `model` to a `qa_eval` split, scored: {"exact_match", "contains_answer", "rows",
+    "by_category", "examples": the first 8 rows with reply and verdicts}."""
     replies = generate_replies(model, tokenizer, list(qa["prompt"]), max_new_tokens)
-    hits = [exact_match(r, a) for r, a in zip(replies, qa["answer"])]
-    by_category: dict[str, list[bool]] = {}
-    for category, hit in zip(qa["category"], hits):
-        by_category.setdefault(category, []).append(hit)
-    return {
-        "exact_match": sum(hits) / max(len(hits), 1),
-        "by_category": {c: sum(v) / len(v) for c, v in sorted(by_category.items())},
-        "examples": [{"question": q, "answer": a, "reply": r, "correct": h}
-                     for q, a, r, h in list(zip(qa["question"], qa["answer"], replies, hits))[:8]],
-    }
+    scored = score_replies(replies, qa)
+    hits = scored.pop("hits")
+    scored["examples"] = [{"question": q, "answer": a, "reply": r, "correct": h, "contains_answer": contains_answer(r, a)}
+                          for q, a, r, h in list(zip(qa["question"], qa["answer"], replies, hits))[:8]]
+    return scored

@@ -10,7 +10,8 @@ prompts, qa_eval, analogies and regression, all with ground truth. Real data com
 
     <run>/data/<name>/                   DatasetDict (save_to_disk) + README.md (its dataset card)
     <run>/data/analogies/questions-words.txt
-    <run>/data/manifest.json             format, rows per split, features, origin and cleaning report
+    <run>/data/manifest.json             format, rows per split, features, origin, cleaning report, and for text
+                                         datasets `held_out`: validation sentences/documents also in train
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from accelerate import PartialState
 from pipeline.artifacts import RunDir, atomic_write, replace_dir, write_json
 from pipeline.config import to_plain
 from pipeline.data import cards
+from pipeline.data.overlap import split_overlap
 from pipeline.data.sources import SourceConfig, load_source
 from pipeline.data.world import WorldConfig, build_world, questions_words
 
 NAME, NEEDS = "data", ()
-HEADLINE = ("datasets", "rows", "corpus_mb")
+HEADLINE = ("datasets", "rows", "corpus_mb", "corpus_validation_sentences_in_train")
 FORMATS = {"corpus": "text", "dialogue": "messages", "preferences": "preferences", "prompts": "prompts",
            "qa_eval": "qa", "analogies": "analogies", "regression": "regression"}
 
@@ -65,18 +67,29 @@ def build_all(cfg: Config, out: Path, seed: int) -> dict:
     if cfg.synthetic:
         settings = to_plain(cfg.world)
         for name, ds in build_world(cfg.world, seed).items():
-            card = cards.render(name, ds, settings, command=command, seed=seed)
-            manifest[name] = save(out, name, ds, card, FORMATS[name], origin="synthetic world")
+            overlap = held_out_overlap(ds, FORMATS[name])
+            card = cards.render(name, ds, settings, command=command, seed=seed, overlap=overlap)
+            manifest[name] = save(out, name, ds, card, FORMATS[name], origin="synthetic world", overlap=overlap)
         write_questions_words(out)
     for src in cfg.sources:
         ds, report = load_source(src, seed, where="data.sources")
-        card = cards.render("source", ds, to_plain(src), command=command, report=report, **source_variables(src))
-        manifest[src.name] = save(out, src.name, ds, card, src.format, origin=src.path, report=report)
+        overlap = held_out_overlap(ds, src.format)
+        card = cards.render("source", ds, to_plain(src), command=command, report=report, overlap=overlap,
+                            **source_variables(src))
+        manifest[src.name] = save(out, src.name, ds, card, src.format, origin=src.path, report=report, overlap=overlap)
     write_json(out / "manifest.json", manifest)
     return summarize(manifest, out)
 
 
-def save(out: Path, name: str, ds: datasets.DatasetDict, card: str, fmt: str, origin: str, report: dict | None = None) -> dict:
+def held_out_overlap(ds: datasets.DatasetDict, fmt: str) -> dict | None:
+    """For a text dataset with a non-empty validation split: how much of it also occurs in train."""
+    if fmt != "text" or not len(ds.get("validation", ())):
+        return None
+    return split_overlap(ds["train"]["text"], ds["validation"]["text"])
+
+
+def save(out: Path, name: str, ds: datasets.DatasetDict, card: str, fmt: str, origin: str, report: dict | None = None,
+         overlap: dict | None = None) -> dict:
     """Write the dataset and its card under a temporary name, then move the finished folder into place."""
     tmp = out / f".{name}.tmp"
     if tmp.exists():
@@ -95,6 +108,8 @@ def save(out: Path, name: str, ds: datasets.DatasetDict, card: str, fmt: str, or
              "features": first.features.to_dict()}
     if report is not None:
         entry["report"] = report
+    if overlap is not None:
+        entry["held_out"] = overlap  # validation sentences and documents also in train (pipeline.data.overlap)
     return entry
 
 
@@ -133,6 +148,8 @@ def summarize(manifest: dict, out: Path) -> dict:
         corpus = datasets.load_from_disk(str(out / "corpus"))
         nbytes = sum(pc.sum(pc.binary_length(split.data.column("text"))).as_py() or 0 for split in corpus.values())
         metrics["corpus_mb"] = round(nbytes / 1e6, 3)
+        if "held_out" in manifest["corpus"]:
+            metrics["corpus_validation_sentences_in_train"] = manifest["corpus"]["held_out"]["sentence_share"]
     return metrics
 
 

@@ -80,7 +80,7 @@ def test_schemas(built):
             assert ds.features == FEATURES[name], (name, split)
             assert len(ds) > 0, (name, split)
     assert built["preferences"]["train"].column_names == ["prompt", "chosen", "rejected", "kind"]
-    assert built["qa_eval"]["test"].column_names == ["prompt", "question", "answer", "category"]
+    assert built["qa_eval"]["test"].column_names == ["prompt", "question", "answer", "category", "subject", "answer_type", "candidates"]
 
 
 def test_config_fields_are_documented_with_simple_types():
@@ -256,3 +256,41 @@ def test_content_does_not_depend_on_hash_randomisation():
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
     assert len(digests) == 1
+
+
+def test_no_validation_document_is_a_train_document(built):
+    train = set(built["corpus"]["train"]["text"])
+    assert not [t for t in built["corpus"]["validation"]["text"] if t in train]
+
+
+def test_held_out_people_appear_only_in_validation():
+    cfg = dataclasses.replace(CFG, holdout_people=6)
+    ds, world = build_world(cfg, seed=0), World(cfg, 0)
+    held = {p.name for p in world.held_out}
+    assert len(held) == 6 and not held & {p.name for p in world.plist}
+    mentions = lambda text: held & set(re.findall(r"[A-Z][a-z]+", text))  # noqa: E731
+    training_text = list(ds["corpus"]["train"]["text"])
+    for name in ("dialogue", "preferences", "prompts", "qa_eval"):
+        for split in ds[name].values():
+            training_text += [json.dumps(row) for row in split.select_columns(
+                [c for c in split.column_names if c != "candidates"]).to_list()]
+    assert not [t for t in training_text if mentions(t)]
+    validation = list(ds["corpus"]["validation"]["text"])
+    assert validation and all(mentions(t) for t in validation)  # their stories and profiles, nothing else
+    for person in world.held_out:  # relations stay among the held-out people
+        assert {person.facts["sibling"], person.facts["friend"]} - {""} <= held
+
+
+def test_held_out_people_lower_the_sentence_overlap():
+    from pipeline.data.overlap import split_overlap
+
+    shares = {}
+    for holdout in (0, 6):
+        corpus = build_world(dataclasses.replace(CFG, holdout_people=holdout), seed=0)["corpus"]
+        shares[holdout] = split_overlap(corpus["train"]["text"], corpus["validation"]["text"])["sentence_share"]
+    assert shares[6] < 0.5 * shares[0]
+
+
+def test_holdout_people_is_checked():
+    with pytest.raises(ValueError, match="holdout_people"):
+        WorldConfig(n_people=10, holdout_people=7)

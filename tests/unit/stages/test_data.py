@@ -46,6 +46,19 @@ def test_builds_every_dataset_and_reloads(built):
     assert questions[0].startswith(": ") and len(questions[1].split()) == 4
 
 
+def test_corpus_overlap_in_manifest_card_and_metrics(built):
+    from pipeline.data.overlap import split_overlap
+
+    corpus = datasets.load_from_disk(str(built / "corpus"))
+    expected = split_overlap(corpus["train"]["text"], corpus["validation"]["text"])
+    held_out = json.loads((built / "manifest.json").read_text())["corpus"]["held_out"]
+    assert held_out == expected and held_out["validation_documents_in_train"] == 0
+    assert f"({expected['sentence_share']:.1%}) also occur verbatim in train" in (built / "corpus" / "README.md").read_text()
+    metrics = json.loads((built / "metrics.json").read_text())
+    assert metrics["corpus_validation_sentences_in_train"] == expected["sentence_share"]
+    assert "held_out" not in json.loads((built / "manifest.json").read_text())["dialogue"]
+
+
 def test_same_seed_is_byte_identical_other_seed_differs(built, tmp_path):
     assert build(tmp_path / "again") == 0
     again = tmp_path / "again" / "data"
