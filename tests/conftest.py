@@ -15,17 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+# The NIST StRD files the regression tests score against ship with the tests (tests/data/nist_strd/README.md);
+# set, not setdefault: the tests always read this copy, whatever NIST_STRD_DIR the shell exports.
+NIST_STRD = ROOT / "tests" / "data" / "nist_strd"
+os.environ["NIST_STRD_DIR"] = str(NIST_STRD)
+
+
 def _have_nist() -> bool:
     from pipeline.regression.nist import data_dir
 
     try:
-        data_dir()
-        return True
+        return data_dir() == NIST_STRD
     except FileNotFoundError:
         return False
 
 
-needs_nist = pytest.mark.skipif(not _have_nist(), reason="NIST StRD data (shared/data/nist_strd) not found")
+needs_nist = pytest.mark.skipif(not _have_nist(), reason=f"NIST StRD data not found at {NIST_STRD}")
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import json
 import numpy as np
 import torch
 
-from pipeline.regression import parse_expression
+from pipeline.errors import PipelineError
+from pipeline.regression import ExpressionError, parse_expression
 
 CURVES = {  # name: (function of x, {param: (low, high)}, (x low, x high))
     "linear": ("a + b*x", {"a": (-2.0, 2.0), "b": (0.5, 3.0)}, (0.0, 10.0)),
@@ -24,7 +25,10 @@ CURVES = {  # name: (function of x, {param: (low, high)}, (x low, x high))
 
 def curve_value(function: str, x, params: dict) -> np.ndarray:
     """Evaluate a `regression.function` string at x (float or numpy array) with its named params."""
-    expr = parse_expression(function, variables=("x",))
+    try:
+        expr = parse_expression(function, variables=("x",))
+    except ExpressionError as e:
+        raise PipelineError(str(e)) from e
     values = expr(torch.as_tensor(np.asarray(x, dtype=float)), *(torch.tensor(float(params[p])) for p in expr.params))
     return values.numpy()
 

@@ -8,7 +8,7 @@ Levenberg–Marquardt), single and batched on torch, plus a safe model-expressio
     P, C = curve_fit_batched(f, x, Y, P0)             # B problems at once, (B, p) and (B, p, p)
 """
 
-from pipeline.regression.expr import Expression, parse_expression
+from pipeline.regression.expr import Expression, ExpressionError, parse_expression
 from pipeline.regression.linear import MLEResult, OLSResult, RankDeficientWarning, mle, ols, polyfit
 from pipeline.regression.nonlinear import (
     METHODS,
@@ -25,6 +25,7 @@ __all__ = [
     "STATUS_MESSAGES",
     "BatchedFitResult",
     "Expression",
+    "ExpressionError",
     "FitResult",
     "MLEResult",
     "OLSResult",

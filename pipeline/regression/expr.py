@@ -8,8 +8,8 @@ The torch function is built by walking the checked tree into closures. Allowed:
   * calls, with positional arguments only, to exp, log, sin, cos, tan, sqrt, abs, arctan (one argument) and
     pow (two arguments).
 Everything else (attribute access, subscripts, other calls, lambdas, comprehensions, strings, keywords,
-comparisons, names starting with an underscore such as __import__ or __class__, ...) raises PipelineError
-naming the construct and its column (1-based).
+comparisons, names starting with an underscore such as __import__ or __class__, ...) raises ExpressionError
+(a ValueError) whose one-line message names the construct and its column (1-based).
 
 `Expression.params` lists the parameters in order of first appearance, left to right in the text; that is the
 order of the *params passed to the function. With one variable, f(x, *params) binds it to x; with several,
@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipeline.errors import PipelineError
-
-__all__ = ["CONSTANTS", "FUNCTIONS", "Expression", "parse_expression"]
+__all__ = ["CONSTANTS", "FUNCTIONS", "Expression", "ExpressionError", "parse_expression"]
 
 FUNCTIONS: dict[str, tuple[Callable, int]] = {
     "exp": (torch.exp, 1), "log": (torch.log, 1), "sin": (torch.sin, 1), "cos": (torch.cos, 1),
@@ -38,6 +36,10 @@ CONSTANTS = {"pi": math.pi}
 _BINOPS = {ast.Add: torch.add, ast.Sub: torch.sub, ast.Mult: torch.mul, ast.Div: torch.div, ast.Pow: torch.pow}
 _MAX_LEN = 10_000
 _Env = dict
+
+
+class ExpressionError(ValueError):
+    """Text that is not an allowed model expression; the message is one line, fit to show a user as is."""
 
 
 def _tensor(v):
@@ -71,7 +73,7 @@ class _Compiler:
 
     def reject(self, node, what: str):
         col = getattr(node, "col_offset", -1) + 1 + len(self.text) - len(self.text.lstrip())
-        raise PipelineError(f"expression {self.text!r}: {what} is not allowed (column {col})")
+        raise ExpressionError(f"expression {self.text!r}: {what} is not allowed (column {col})")
 
     def compile(self, node):
         if isinstance(node, ast.Constant):
@@ -156,22 +158,22 @@ def _describe(node) -> str:
 def parse_expression(text: str, variables=("x",)) -> Expression:
     """Check `text` against the allow-list and build its torch function (see the module docstring)."""
     if not isinstance(text, str) or not text.strip():
-        raise PipelineError(f"expression must be a non-empty string, got {text!r}")
+        raise ExpressionError(f"expression must be a non-empty string, got {text!r}")
     if len(text) > _MAX_LEN:
-        raise PipelineError(f"expression is {len(text)} characters long (limit {_MAX_LEN})")
+        raise ExpressionError(f"expression is {len(text)} characters long (limit {_MAX_LEN})")
     variables = (variables,) if isinstance(variables, str) else tuple(variables)
     for v in variables:
         if not v.isidentifier() or v.startswith("_") or v in FUNCTIONS:
-            raise PipelineError(f"expression {text!r}: invalid variable name {v!r}")
+            raise ExpressionError(f"expression {text!r}: invalid variable name {v!r}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
-        raise PipelineError(f"expression {text!r}: syntax error at column {e.offset or '?'}: {e.msg}") from None
+        raise ExpressionError(f"expression {text!r}: syntax error at column {e.offset or '?'}: {e.msg}") from None
     except (RecursionError, MemoryError, ValueError) as e:
-        raise PipelineError(f"expression {text!r}: cannot parse ({type(e).__name__})") from None
+        raise ExpressionError(f"expression {text!r}: cannot parse ({type(e).__name__})") from None
     comp = _Compiler(text, variables)
     try:
         fn = comp.compile(tree.body)
     except RecursionError:
-        raise PipelineError(f"expression {text!r}: nested too deeply") from None
+        raise ExpressionError(f"expression {text!r}: nested too deeply") from None
     return Expression(text=text, variables=variables, params=tuple(comp.params), _fn=fn)

@@ -4,9 +4,11 @@ Nonlinear problems come in NIST's original `.dat` format (model text, two start 
 standard deviations, certified residual sum of squares, data). `load_nonlinear(name)` parses one into a
 `NonlinearProblem` whose `model` is the problem's function written by hand with torch ops, `f(x, b1, ..., bp)`.
 Nelson's response is log(y): its `y` holds log(y) so that `y ≈ model(x, *b)` holds for every problem; its x is
-(2, n) (x1, x2). Linear problems are the JSON files described in the data's LICENSE_NOTE.txt (`load_linear`).
+(2, n) (x1, x2). Linear problems are JSON files of NIST's data and certified values, keys model, degree,
+intercept, x (or X, a design without the intercept column), y, beta, sd, rsd, r2, rss, difficulty (`load_linear`).
 
-The data directory is found from $NIST_STRD_DIR, else `shared/data/nist_strd` in or beside the repository.
+The data directory is $NIST_STRD_DIR when set and present (the test suite points it at the copy it ships), else
+`shared/data/nist_strd` in or beside the repository.
 `lre(estimate, certified)` is the log relative error NIST scores with: -log10(|est - cert|/|cert|), capped at 11
 (-log10(|est|) where the certified value is 0).
 """

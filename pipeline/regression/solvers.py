@@ -2,8 +2,9 @@
 on torch, with the forward-mode Jacobian machinery. `_Engine(...).run(P0)` fits B independent problems of one
 model at once; the public entry points (`curve_fit`, `least_squares_fit`, `curve_fit_batched`) wrap it.
 
-Written here because no maintained library does batched LM on torch: scipy's MINPACK fits one problem per call
-on the CPU, and the torch optimisers are first-order.
+Written here because no well-kept library does per-problem batched LM on torch: scipy's MINPACK fits one problem
+per call on the CPU, the torch optimisers are first-order, and torchimize's `lsq_lma_parallel` (GPL) solves by
+`lstsq` and stops the whole batch on one test for all problems.
 
 Problem: minimise cost(p) = ½·Σ r², r = (f(x, *p) - y) / sigma, in float64, f written with torch ops. The
 Jacobian comes from forward-mode differentiation: `dual.Dual` numbers with the parameters broadcast as (B, 1)

@@ -31,7 +31,7 @@ from accelerate import PartialState
 
 from pipeline.artifacts import RunDir, atomic_write, write_json
 from pipeline.errors import PipelineError
-from pipeline.regression import METHODS, least_squares_fit, mle, ols, parse_expression
+from pipeline.regression import METHODS, ExpressionError, least_squares_fit, mle, ols, parse_expression
 
 NAME, NEEDS = "regression", ("data",)
 HEADLINE = ("lm_converged", "lm_max_rel_error", "gn_converged", "mean_iterations_lm")
@@ -98,7 +98,10 @@ def load_curves(ds, name: str) -> list[dict]:
     for curve in dict.fromkeys(names):
         rows = [i for i, n in enumerate(names) if n == curve]
         part = table.select(rows)
-        f = parse_expression(part[0]["function"])
+        try:
+            f = parse_expression(part[0]["function"])
+        except ExpressionError as e:
+            raise PipelineError(str(e)) from e
         true = json.loads(part[0]["true_params"])
         if set(true) != set(f.params):
             raise PipelineError(f"regression.dataset: curve {curve!r}: true_params {sorted(true)} do not match the parameters {list(f.params)} of {f.text!r}")

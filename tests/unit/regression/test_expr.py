@@ -3,13 +3,14 @@
 import builtins
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import PipelineError
-from pipeline.regression import curve_fit, parse_expression
+from pipeline.regression import ExpressionError, curve_fit, parse_expression
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
@@ -104,7 +105,7 @@ def test_rejections_name_the_construct_and_column(text, what, column, monkeypatc
     monkeypatch.setattr(os, "system", lambda *a, **k: calls.append(("os.system", a)))
     monkeypatch.setattr(
         builtins, "open", lambda f, *a, **k: calls.append(("open", f)) if f == "f" else real_open(f, *a, **k))
-    with pytest.raises(PipelineError) as info:
+    with pytest.raises(ExpressionError) as info:
         parse_expression(text)
     monkeypatch.undo()
     msg = str(info.value)
@@ -113,12 +114,20 @@ def test_rejections_name_the_construct_and_column(text, what, column, monkeypatc
     assert calls == [], f"{text!r} triggered {calls}"
 
 
-def test_syntax_errors_and_bad_input_are_pipeline_errors():
+def test_syntax_errors_and_bad_input_are_expression_errors():
     for text in ("1 +", "", "   ", "x" * 20_000, "(" * 300 + "x" + ")" * 300):
-        with pytest.raises(PipelineError):
+        with pytest.raises(ExpressionError):
             parse_expression(text)
-    with pytest.raises(PipelineError, match="invalid variable name"):
+    with pytest.raises(ExpressionError, match="invalid variable name"):
         parse_expression("a*t", variables=("__t",))
+
+
+def test_the_library_raises_its_own_value_error_and_imports_nothing_of_the_pipeline():
+    assert issubclass(ExpressionError, ValueError)
+    code = ("import sys, pipeline.regression, pipeline.regression.nist; print(sorted(m for m in sys.modules "
+            "if m.startswith('pipeline.') and not m.startswith('pipeline.regression')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def test_pi_is_a_constant_unless_declared_a_variable():

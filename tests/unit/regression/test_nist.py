@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from pipeline.regression import least_squares_fit
-from pipeline.regression.nist import NIST_MODELS, NONLINEAR_NAMES, load_nonlinear, lre
+from pipeline.regression.nist import LINEAR_NAMES, NIST_MODELS, NONLINEAR_NAMES, data_dir, load_nonlinear, lre
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
+from tests.conftest import NIST_STRD
 from tests.conftest import needs_nist as needs_data
 
 # Problems whose start 1 is not expected to reach LRE ≥ 6 with the default settings (none since geodesic
@@ -24,6 +25,13 @@ EXPECTED_DIMS = {"Misra1a": 2, "Chwirut2": 3, "Chwirut1": 3, "Lanczos3": 6, "Gau
                  "Lanczos2": 6, "Gauss3": 8, "Misra1c": 2, "Misra1d": 2, "Roszman1": 4, "ENSO": 9, "MGH09": 4,
                  "Thurber": 7, "BoxBOD": 2, "Rat42": 3, "MGH10": 3, "Eckerle4": 3, "Rat43": 4, "Bennett5": 3}
 N_OBS = {"Misra1a": 14, "Chwirut1": 214, "Gauss1": 250, "Nelson": 128, "ENSO": 168, "BoxBOD": 6, "Bennett5": 154}
+
+
+def test_reads_the_copy_shipped_with_the_tests():
+    """Not marked needs_data: a missing or incomplete tests/data/nist_strd fails here instead of skipping."""
+    assert data_dir() == NIST_STRD
+    assert sorted(p.name for p in (NIST_STRD / "nonlinear").iterdir()) == sorted(f"{n}.dat" for n in NONLINEAR_NAMES)
+    assert sorted(p.name for p in (NIST_STRD / "linear").iterdir()) == sorted(f"{n}.json" for n in LINEAR_NAMES)
 
 
 def test_lre_definition():
