@@ -8,7 +8,8 @@
         metrics.json         the stage's metrics
         _SUCCESS             written last: {"id", "fingerprint", "upstream", "finished"}
 
-A stage is up to date when its marker exists, its fingerprint (config section + seed) is unchanged and the
+A stage is up to date when its marker exists, its fingerprint (config section without its result-neutral
+fields, + seed; `Recipe.fingerprint`) is unchanged and the
 upstream markers it was built from are still the ones on disk. Every write is atomic (temporary name, then
 rename), so an interrupted stage never leaves a half-written file under a final name, and never a marker.
 """

@@ -18,6 +18,7 @@ import enum
 import hashlib
 import json
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -79,9 +80,53 @@ class Recipe:
         return out
 
     def fingerprint(self, stage: str) -> str:
-        """Hash of what decides a stage's output: its section and the seed."""
-        blob = json.dumps({"seed": self.run.seed, stage: to_plain(self.sections[stage])}, sort_keys=True, default=str)
+        """Hash of what decides a stage's output: its section and the seed, less the `TrainingArguments`
+        fields that cannot change the result (`result_neutral`)."""
+        section = to_plain(self.sections[stage])
+        for name in result_neutral(self.sections[stage]):
+            section.pop(name, None)
+        blob = json.dumps({"seed": self.run.seed, stage: section}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# `TrainingArguments` fields left out of a trainer stage's fingerprint: changing one neither changes the trained
+# model nor the stage's headline metrics, so it must not rerun the stage and everything after it.
+RESULT_NEUTRAL_FIELDS = (
+    # Logging: when the train loss / grad norm are logged, and at what verbosity. The model and the eval_loss are
+    # the same; only the logged history in metrics.json (loss_history, and train_loss, the last logging window)
+    # is sampled differently. Not logging_nan_inf_filter: it also drops non-finite losses from eval_loss.
+    "logging_strategy", "logging_steps", "logging_first_step", "log_on_each_node", "log_level", "log_level_replica",
+    # Progress and trackers: the progress bar and where logs are sent (report_to is set by the run anyway).
+    "disable_tqdm", "report_to", "run_name", "project", "trackio_space_id", "trackio_bucket_id",
+    "trackio_static_space_id",
+    # Checkpoints: how often and how many. Resume restores model, optimizer, scheduler, RNG and data position
+    # from any checkpoint, so an interrupted run ends the same. Not save_only_model (its checkpoints lack the
+    # optimizer state, so a resumed run differs) nor save_on_each_node / enable_jit_checkpoint (whether and
+    # where a checkpoint to resume from exists). With load_best_model_at_end the saved steps are the candidates
+    # for the final model: see `BEST_MODEL_FIELDS`.
+    "save_strategy", "save_steps", "save_total_limit",
+    # Hub: whether and where the Trainer uploads checkpoints; what is trained is the same.
+    "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision",
+    # Loading speed: the sampler runs in the main process and DataLoader yields batches in sampler order whatever
+    # the worker count; our collators draw no random numbers. Not dataloader_persistent_workers (reusing the
+    # iterator skips one draw from the torch RNG per epoch), nor dataloader_in_order (False reorders batches).
+    "dataloader_num_workers", "dataloader_pin_memory", "dataloader_prefetch_factor",
+    # Set by the run at run time (pipeline.trainers.runtime_args): the section's value is never used.
+    "output_dir",
+)
+# With load_best_model_at_end the final model is the best *saved* checkpoint: these are then hashed again.
+BEST_MODEL_FIELDS = ("save_strategy", "save_steps")
+
+
+def result_neutral(section: Any) -> tuple[str, ...]:
+    """The fields of a stage section that its fingerprint leaves out: RESULT_NEUTRAL_FIELDS for a
+    `TrainingArguments` (HF or TRL config), nothing for any other section."""
+    training_args = sys.modules.get("transformers.training_args")  # a section can only be one if it is loaded
+    if training_args is None or not isinstance(section, training_args.TrainingArguments):
+        return ()
+    if getattr(section, "load_best_model_at_end", False):
+        return tuple(name for name in RESULT_NEUTRAL_FIELDS if name not in BEST_MODEL_FIELDS)
+    return RESULT_NEUTRAL_FIELDS
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

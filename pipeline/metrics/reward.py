@@ -1,5 +1,16 @@
 """Reward-model quality on held-out preference pairs: pairwise accuracy (overall and per rejection kind),
-reward margin, and calibration of P(chosen preferred) = sigmoid(r_chosen - r_rejected) in bins."""
+reward margin, and calibration of P(chosen preferred) = sigmoid(r_chosen - r_rejected) in bins.
+
+The held-out pairs are the ones the trainer would keep: tokenized by TRL's own `RewardTrainer` preprocessing
+(`held_out_pairs`) and scored whole, never truncated (`score_pairs`). A pair whose chosen or rejected side is
+longer than `max_length` tokens is one `RewardTrainer` drops from training; it is skipped here too and
+counted in `pairs_skipped`.
+
+    accuracy      share of the scored held-out pairs with r_chosen > r_rejected. A tie (r_chosen == r_rejected)
+                  counts as wrong. Skipped pairs are not in the denominator: accuracy = correct / pairs.
+    pairs         held-out pairs scored (the denominator of accuracy, margin and calibration)
+    pairs_skipped held-out pairs not scored because a side is longer than max_length tokens
+"""
 
 from __future__ import annotations
 
@@ -7,28 +18,47 @@ import numpy as np
 import torch
 
 
+def held_out_pairs(trainer, split):
+    """`(kept, skipped)`: `split` (prompt?, chosen, rejected[, kind]) tokenized and filtered exactly as `trainer`
+    (a TRL `RewardTrainer`) prepares its own data: `chosen_ids`/`rejected_ids` columns added, pairs with a side
+    longer than `trainer.args.max_length` tokens dropped; `skipped` counts those. Call it on every process
+    under `accelerate launch`: TRL's preprocessing synchronises them (main process first)."""
+    kept = trainer._prepare_dataset(split, trainer.processing_class, trainer.args, "held-out")
+    return kept, len(split) - len(kept)
+
+
 @torch.no_grad()
-def score_conversations(model, tokenizer, conversations: list[list[dict]], max_length: int = 512,
-                        batch_size: int = 32) -> np.ndarray:
-    """One scalar reward per conversation, each rendered with the chat template as the trainer saw it."""
-    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+def score_pairs(model, pairs, pad_token_id: int | None = None, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """`(r_chosen, r_rejected)`, one scalar reward per side of each pair, from `chosen_ids` and `rejected_ids`
+    (as `held_out_pairs` makes them), whole: batched, padded and fed to the model as `RewardTrainer` does
+    (TRL's `DataCollatorForPreference`: right padding with the pad token, attention mask)."""
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
+    collate = DataCollatorForPreference(pad_token_id=pad)
     model.eval()
-    scores = []
-    try:
-        for start in range(0, len(conversations), batch_size):
-            texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations[start:start + batch_size]]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
-                            add_special_tokens=False).to(model.device)
-            scores.append(model(**enc).logits[:, 0].float().cpu().numpy())
-    finally:
-        tokenizer.padding_side = side
-    return np.concatenate(scores) if scores else np.zeros(0)
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        rows = pairs[start:start + batch_size]
+        batch = collate([{"chosen_ids": c, "rejected_ids": r}
+                         for c, r in zip(rows["chosen_ids"], rows["rejected_ids"])])
+        rewards = model(input_ids=batch["input_ids"].to(model.device),
+                        attention_mask=batch["attention_mask"].to(model.device)).logits[:, 0].float().cpu()
+        c, r = rewards.chunk(2)
+        chosen.append(c.numpy())
+        rejected.append(r.numpy())
+    return (np.concatenate(chosen), np.concatenate(rejected)) if chosen else (np.zeros(0), np.zeros(0))
 
 
-def pairwise_report(chosen: np.ndarray, rejected: np.ndarray, kinds: list[str] | None = None, bins: int = 10) -> dict:
-    margin = chosen - rejected
+def pairwise_report(chosen: np.ndarray, rejected: np.ndarray, kinds: list[str] | None = None, skipped: int = 0,
+                    bins: int = 10) -> dict:
+    """Accuracy (see the module docstring: ties are wrong, skipped pairs are not counted), margin and calibration
+    of the scored pairs; `skipped` (pairs too long to score) is reported as `pairs_skipped`."""
+    margin = np.asarray(chosen, dtype=np.float64) - np.asarray(rejected, dtype=np.float64)
+    if not len(margin):
+        raise ValueError("no scored pairs: accuracy is undefined")
     report = {"accuracy": float(np.mean(margin > 0)), "margin_mean": float(np.mean(margin)),
-              "margin_std": float(np.std(margin)), "pairs": int(len(margin))}
+              "margin_std": float(np.std(margin)), "pairs": int(len(margin)), "pairs_skipped": int(skipped)}
     if kinds is not None:
         report["accuracy_by_kind"] = {k: float(np.mean(margin[np.asarray(kinds) == k] > 0)) for k in sorted(set(kinds))}
     report["calibration"] = calibration(margin, bins)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 
@@ -21,11 +22,24 @@ def load_causal_lm(folder: str | Path):
 
 
 def load_reward_base(folder: str | Path, scratch: Path):
-    """`AutoModelForSequenceClassification` (one label) initialised from a causal LM folder; an adapter is merged
-    and saved to `scratch` first, since the classifier must load from full weights."""
+    """`AutoModelForSequenceClassification` (one label) initialised from a causal LM folder. An adapter is merged
+    and saved to `scratch` first, since the classifier must load from full weights: by the main process only (the
+    other ranks of an `accelerate launch` wait, then read it), and `scratch` is removed once every rank holds the
+    model, or when loading fails. The model's `name_or_path` is then `folder`, not the deleted `scratch`."""
+    from accelerate import PartialState
     from transformers import AutoModelForSequenceClassification
 
-    if is_adapter(folder):
-        load_causal_lm(folder).save_pretrained(scratch)
-        folder = scratch
-    return AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1)
+    if not is_adapter(folder):
+        return AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1)
+    state = PartialState()
+    try:
+        with state.main_process_first():
+            if state.is_main_process:
+                load_causal_lm(folder).save_pretrained(scratch)
+            model = AutoModelForSequenceClassification.from_pretrained(str(scratch), num_labels=1)
+        state.wait_for_everyone()  # every rank has read it
+    finally:
+        if state.is_main_process:
+            shutil.rmtree(scratch, ignore_errors=True)
+    model.name_or_path = model.config.name_or_path = str(folder)
+    return model

@@ -4,9 +4,12 @@
     accelerate launch --config_file recipes/accelerate/multi_gpu.yaml -m pipeline.stages.reward --run runs/x
 
 `AutoModelForSequenceClassification` with one label, initialised from `<run>/<model>/final` (the SFT model by
-default). Reports held-out pairwise accuracy overall and per rejection kind, the reward margin, and the
-calibration of P(chosen preferred) = sigmoid(r_chosen - r_rejected) (`calibration.png`). Writes
-`<run>/reward/final/` (loads with `AutoModelForSequenceClassification`).
+default; a LoRA adapter there is merged into a scratch `<run>/reward/.base/`, removed once loaded). Reports
+held-out pairwise accuracy overall and per rejection kind, the reward margin, and the calibration of
+P(chosen preferred) = sigmoid(r_chosen - r_rejected) (`calibration.png`), on the held-out pairs the trainer
+would keep (tokenized by TRL, none longer than `max_length`, scored whole; `pairs_skipped` counts the others;
+see `pipeline.metrics.reward`). Writes `<run>/reward/final/` (loads with `AutoModelForSequenceClassification`;
+with `use_peft` and no `merge`, a LoRA adapter).
 """
 
 from __future__ import annotations
@@ -19,12 +22,8 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
-from pipeline.metrics.reward import (
-    pairwise_report,
-    plot_calibration,
-    score_conversations,
-)
-from pipeline.models.loading import load_reward_base
+from pipeline.metrics.reward import held_out_pairs, pairwise_report, plot_calibration, score_pairs
+from pipeline.models.loading import is_adapter, load_reward_base
 from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final
 
 NAME, NEEDS = "reward", ("data", "pretrain", "sft")
@@ -64,6 +63,12 @@ def run(cfg: Config, run: RunDir) -> dict:
         raise PipelineError(f"reward.dataset: {cfg.dataset!r} has no {', '.join(sorted(missing))} column")
     if cfg.eval_split not in ds:
         raise PipelineError(f"reward.eval_split: {cfg.dataset!r} has no split {cfg.eval_split!r} (splits: {', '.join(ds)})")
+    if not len(ds[cfg.eval_split]):
+        raise PipelineError(f"reward.eval_split: split {cfg.eval_split!r} of {cfg.dataset!r} is empty")
+    if cfg.use_peft and not cfg.merge and is_adapter(base):
+        # the new adapter's base would be the merged SFT model, which is not kept (see load_reward_base)
+        raise PipelineError(f"reward.use_peft: {base} is a LoRA adapter, so a reward adapter would have no base to "
+                            "load with: set reward.merge=true (or sft.merge=true)")
     model = load_reward_base(base, run.stage_dir(NAME) / ".base")
     model.config.pad_token_id = tokenizer.pad_token_id
     columns = [c for c in ("prompt", "chosen", "rejected") if c in ds["train"].column_names]
@@ -72,25 +77,27 @@ def run(cfg: Config, run: RunDir) -> dict:
                             processing_class=tokenizer, train_dataset=ds["train"].select_columns(columns),
                             eval_dataset=validation.select_columns(columns) if validation is not None else None,
                             peft_config=cfg.lora_config("SEQ_CLS") if cfg.use_peft else None)
+    test = ds[cfg.eval_split]  # tokenized and filtered by the trainer's own rule (on every rank: TRL syncs them)
+    keep = [c for c in (*columns, "kind") if c in test.column_names]
+    pairs, skipped = held_out_pairs(trainer, test.select_columns(keep))
+    if not len(pairs):  # before training: nothing to evaluate on
+        raise PipelineError(f"reward.max_length: all {skipped} pairs of {cfg.dataset!r} split {cfg.eval_split!r} are "
+                            f"longer than {cfg.max_length} tokens")
     result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
     metrics = {"train_loss": last_loss(trainer, result), "loss_history": history(trainer, "loss")}
     if state.is_main_process:
         out = run.stage_dir(NAME)
         final = save_final(trainer, tokenizer, out, merge=cfg.merge)
-        metrics.update(evaluate(cfg, AutoModelForSequenceClassification.from_pretrained(final)
-                                if not cfg.use_peft or cfg.merge else trainer.model, tokenizer, ds[cfg.eval_split], out))
+        metrics.update(evaluate(AutoModelForSequenceClassification.from_pretrained(final)
+                                if not cfg.use_peft or cfg.merge else trainer.model, pairs, skipped, out))
     state.wait_for_everyone()
     return metrics
 
 
-def evaluate(cfg: Config, model, tokenizer, split, out) -> dict:
-    def conversations(column):
-        prompts = split["prompt"] if "prompt" in split.column_names else [[] for _ in range(len(split))]
-        return [p + c for p, c in zip(prompts, split[column])]
-
-    chosen = score_conversations(model, tokenizer, conversations("chosen"), cfg.max_length)
-    rejected = score_conversations(model, tokenizer, conversations("rejected"), cfg.max_length)
-    report = pairwise_report(chosen, rejected, split["kind"] if "kind" in split.column_names else None)
+def evaluate(model, pairs, skipped: int, out) -> dict:
+    """Accuracy, margin and calibration on the held-out `pairs` (from `held_out_pairs`), scored whole."""
+    chosen, rejected = score_pairs(model, pairs)
+    report = pairwise_report(chosen, rejected, pairs["kind"] if "kind" in pairs.column_names else None, skipped)
     plot_calibration(report, out / "calibration.png")
     return {**report, "ece": report["calibration"]["ece"]}
 

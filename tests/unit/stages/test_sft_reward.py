@@ -10,7 +10,7 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from trl import SFTTrainer
 
-from pipeline.metrics.reward import score_conversations
+from pipeline.metrics.reward import score_pairs
 from pipeline.stages.sft import Config as SFTStageConfig
 from tests.conftest import make_run, stage
 
@@ -63,14 +63,18 @@ def test_full_sft_then_reward(pretrained):
     stage("reward", pretrained)
     reward = json.loads((pretrained / "reward" / "metrics.json").read_text())
     assert set(reward["accuracy_by_kind"]) == {"wrong_fact", "wrong_arithmetic", "rude", "rambling", "off_topic", "no_answer"}
-    assert reward["pairs"] == 100 and reward["calibration"]["bins"] and (pretrained / "reward" / "calibration.png").is_file()
+    assert (reward["pairs"], reward["pairs_skipped"]) == (100, 0)  # every held-out pair fits in max_length
+    assert reward["calibration"]["bins"] and (pretrained / "reward" / "calibration.png").is_file()
 
-    # the saved reward model, loaded with vanilla transformers, prefers chosen answers on the held-out split
+    # the saved reward model, loaded with vanilla transformers, prefers chosen answers on the held-out split,
+    # each side tokenized as TRL does (chat template over prompt + reply) and scored whole
     model = AutoModelForSequenceClassification.from_pretrained(pretrained / "reward" / "final")
     tok = AutoTokenizer.from_pretrained(pretrained / "reward" / "final")
     test = datasets.load_from_disk(str(pretrained / "data" / "preferences"))["test"]
-    chosen = score_conversations(model, tok, [p + c for p, c in zip(test["prompt"], test["chosen"])])
-    rejected = score_conversations(model, tok, [p + r for p, r in zip(test["prompt"], test["rejected"])])
+    pairs = datasets.Dataset.from_dict({f"{side}_ids": [tok.apply_chat_template(p + c, tokenize=True)["input_ids"]
+                                                        for p, c in zip(test["prompt"], test[side])]
+                                        for side in ("chosen", "rejected")})
+    chosen, rejected = score_pairs(model, pairs)
     assert (chosen > rejected).mean() == pytest.approx(reward["accuracy"])
     assert reward["accuracy"] >= 0.75  # rude, rambling, off-topic and empty replies are easy to tell apart
     assert data_files(pretrained) == before  # the trainers cached nothing into the data stage's folder
@@ -97,6 +101,26 @@ def test_lora_trains_only_the_adapter_and_merge_is_exact(pretrained, tmp_path):
     with torch.no_grad():
         a, m, b = adapted(ids).logits, merged(ids).logits, base(ids).logits
     assert torch.allclose(a, m, atol=1e-4) and not torch.allclose(a, b, atol=1e-3)
+
+
+def test_reward_on_a_lora_sft_leaves_no_merged_base_behind(pretrained, tmp_path, capsys):
+    from pipeline.cli import main
+
+    folder = tmp_path / "lora_reward"
+    shutil.copytree(pretrained, folder, ignore=shutil.ignore_patterns("sft", "reward"))
+    stage("sft", folder, "sft.use_peft=true", "sft.lora_r=4", "sft.max_steps=4", "sft.eval_dataset=")
+    assert (folder / "sft" / "final" / "adapter_config.json").is_file()
+
+    # a reward adapter on top would point at the merged SFT model, which is not kept: refused before any work
+    assert main(["stage", "reward", "--run", str(folder), "reward.use_peft=true"]) == 2
+    assert "reward.merge=true" in capsys.readouterr().err and not (folder / "reward" / ".base").exists()
+
+    stage("reward", folder, "reward.use_peft=false", "reward.max_steps=4")  # (the failed command saved use_peft)
+    assert not (folder / "reward" / ".base").exists()  # the merged SFT model was scratch
+    model = AutoModelForSequenceClassification.from_pretrained(folder / "reward" / "final")
+    assert model.config.num_labels == 1
+    reward = json.loads((folder / "reward" / "metrics.json").read_text())
+    assert reward["pairs"] + reward["pairs_skipped"] == 100
 
 
 def test_interrupted_sft_resumes_from_its_last_checkpoint(pretrained, tmp_path, capsys):
