@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import DistributedType
 
 from pipeline.artifacts import RunDir, replace_dir
+from pipeline.errors import PipelineError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -90,17 +93,27 @@ class FineTuneArguments(LoraArguments):
 
 def save_final(trainer, tokenizer, out: Path, merge: bool = False) -> Path:
     """The trained model into `out/final/` (safetensors, with the tokenizer), atomically: the full model, or
-    a peft adapter; with `merge`, base+adapter merged, and the adapter alone in `out/adapter/`."""
-    tmp = out / ".final.tmp"
-    if merge:
-        trainer.model.save_pretrained(out / ".adapter.tmp")
-        replace_dir(out / ".adapter.tmp", out / "adapter")
-        trainer.model.merge_and_unload().save_pretrained(tmp)
-    else:
-        trainer.save_model(str(tmp))
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml holds the same settings
-    tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, out / "final")
+    a peft adapter; with `merge`, base+adapter merged, and the adapter alone in `out/adapter/`.
+
+    Call it on every process: the full state dict is gathered through the accelerator (a collective under
+    FSDP or DeepSpeed ZeRO-3, where each rank holds a shard), and only the main process writes. `merge` needs
+    the whole model in one process, so it is refused under FSDP (merge later, from the saved adapter)."""
+    state = PartialState()
+    if merge and state.distributed_type == DistributedType.FSDP:
+        raise PipelineError("merge: not supported under FSDP; save the adapter (merge: false) and merge it afterwards")
+    weights = trainer.accelerator.get_state_dict(trainer.model)  # every rank
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if state.is_main_process:
+        tmp = out / ".final.tmp"
+        if merge:
+            model.save_pretrained(out / ".adapter.tmp", state_dict=weights)
+            replace_dir(out / ".adapter.tmp", out / "adapter")
+            model.merge_and_unload().save_pretrained(tmp)
+        else:
+            model.save_pretrained(tmp, state_dict=weights)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, out / "final")
+    state.wait_for_everyone()
     return out / "final"
 
 

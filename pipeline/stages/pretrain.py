@@ -112,12 +112,24 @@ def run(cfg: Config, run: RunDir) -> dict:
     validation = score_validation(trainer, tokenizer, out / "packed" / "validation_stream.npy", cfg.block_size)
     metrics = summarize(cfg, args, trainer, result, timer, validation, model)
     metrics["pack_seconds"] = round(pack_seconds, 3)  # packing and writing packed/, on the main process
+    metrics.update(held_out_overlap(run, cfg.dataset))
+    final = save_final(trainer, tokenizer, out)  # on every rank: FSDP gathers the shards, the main process writes
     if state.is_main_process:
-        save_final(trainer, tokenizer, out)
-        metrics["samples"] = sample(out / "final", tokenizer, json.loads(
+        metrics["samples"] = sample(final, tokenizer, json.loads(
             (out / "packed" / "stats.json").read_text())["prompts"][: cfg.n_samples])
     state.wait_for_everyone()
     return metrics
+
+
+def held_out_overlap(run: RunDir, dataset: str) -> dict:
+    """The data stage's measure of how much of the validation split is also in train (`pipeline.data.overlap`):
+    a validation loss on sentences seen in training measures memorisation."""
+    manifest = run.stage_dir("data") / "manifest.json"
+    held_out = json.loads(manifest.read_text()).get(dataset, {}).get("held_out") if manifest.is_file() else None
+    if not held_out:
+        return {}
+    return {"validation_sentences_in_train": held_out["sentence_share"],
+            "validation_documents_in_train": held_out["document_share"]}
 
 
 def prepare_blocks(cfg: Config, run: RunDir, tokenizer) -> dict:

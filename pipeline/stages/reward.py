@@ -85,9 +85,9 @@ def run(cfg: Config, run: RunDir) -> dict:
                             f"longer than {cfg.max_length} tokens")
     result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
     metrics = {"train_loss": last_loss(trainer, result), "loss_history": history(trainer, "loss")}
+    out = run.stage_dir(NAME)
+    final = save_final(trainer, tokenizer, out, merge=cfg.merge)  # every rank; the main one writes
     if state.is_main_process:
-        out = run.stage_dir(NAME)
-        final = save_final(trainer, tokenizer, out, merge=cfg.merge)
         metrics.update(evaluate(AutoModelForSequenceClassification.from_pretrained(final)
                                 if not cfg.use_peft or cfg.merge else trainer.model, pairs, skipped, out))
     state.wait_for_everyone()

@@ -72,8 +72,8 @@ def run(cfg: Config, run: RunDir) -> dict:
     metrics.update(train_loss=last_loss(trainer, result), loss_history=history(trainer, "loss"),
                    trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
                    params=sum(p.numel() for p in trainer.model.parameters()))
+    final = save_final(trainer, tokenizer, run.stage_dir(NAME), merge=cfg.merge)  # every rank; the main one writes
     if state.is_main_process:
-        final = save_final(trainer, tokenizer, run.stage_dir(NAME), merge=cfg.merge)
         if qa is not None:
             tuned = score_qa(load_causal_lm(final), tokenizer, qa, cfg.eval_max_new_tokens)
             metrics.update(exact_match=tuned["exact_match"], contains_answer=tuned["contains_answer"],
