@@ -17,6 +17,7 @@ STAGES: dict[str, str] = {
     "pretrain": "pipeline.stages.pretrain",
     "sft": "pipeline.stages.sft",
     "reward": "pipeline.stages.reward",
+    "ppo": "pipeline.stages.ppo",
     "regression": "pipeline.stages.regression",
 }
 

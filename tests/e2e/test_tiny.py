@@ -27,8 +27,10 @@ def test_tiny_recipe_end_to_end(tmp_path):
     first = pipeline("run", "recipes/tiny.yaml", f"run.output_dir={out}")
     assert first.returncode == 0, first.stderr[-3000:]
     files = tree(out)
-    for stage in ("data", "tokenizer", "pretrain"):
+    for stage in ("data", "tokenizer", "pretrain", "sft", "reward", "ppo", "regression"):
         assert f"{stage}/_SUCCESS" in files and f"{stage}/metrics.json" in files
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert f"ppo/final/{name}" in files and f"ppo/value/{name}" in files
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"):
         assert f"pretrain/final/{name}" in files
     assert "tokenizer/final/tokenizer.json" in files

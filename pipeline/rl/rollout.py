@@ -1,0 +1,170 @@
+"""PPO rollouts on a chat model: prompts -> sampled responses -> what one PPO update needs.
+
+Ours (see `pipeline.rl`). A batch is laid out as TRL 1.12 did: `query_responses` (B, P + R) holds the prompts
+left-padded to P tokens, then the responses right-padded to R tokens (every token after a response's first EOS
+is pad). Position ids count from each row's first real token (`position_ids`), so left padding changes
+nothing a model computes; the logits at column P - 1 + t predict response token t, and a value head's output
+there is the value of the state before that token. Sampling logits are divided by the temperature, and so are
+the logits every log-probability is taken from, so that the log-probabilities are those of the sampling
+distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.rl.responses import response_mask, truncate_after_eos
+
+
+@dataclass
+class Rollout:
+    """One batch of episodes. Shapes: (B, P+R) for the sequences, (B, R) per response token, (B,) per response."""
+
+    query_responses: torch.Tensor
+    attention_mask: torch.Tensor
+    prompt_width: int
+    responses: torch.Tensor
+    lengths: torch.Tensor       # response tokens up to and including the first EOS (or R when it has none)
+    ended: torch.Tensor         # the response has an EOS
+    logprobs: torch.Tensor      # policy log-probabilities of the sampled tokens (temperature-scaled)
+    ref_logprobs: torch.Tensor  # the reference's, same scaling
+    values: torch.Tensor        # value model, before each response token
+    scores: torch.Tensor        # reward-model score of each whole response
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return response_mask(self.lengths, self.responses.shape[1])
+
+    def select(self, index: torch.Tensor) -> "Rollout":
+        """The episodes at `index` (a mini-batch), same prompt width."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return Rollout(**{name: value[index] if isinstance(value, torch.Tensor) else value
+                          for name, value in fields.items()})
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """0, 1, 2, ... from each row's first real token (left padding gets 0)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp_min(0)
+
+
+def encode_prompts(tokenizer, prompts: list[list[dict]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chat-template token ids of conversational prompts (with the assistant header), left-padded."""
+    rows = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            for p in prompts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] per position, in float32."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def response_logits(logits: torch.Tensor, prompt_width: int, temperature: float) -> torch.Tensor:
+    """The logits that predict the response tokens, temperature-scaled: columns P-1 .. P+R-2."""
+    return logits[:, prompt_width - 1: -1] / temperature
+
+
+@torch.no_grad()
+def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens: int, temperature: float,
+                     top_p: float) -> torch.Tensor:
+    """Sampled responses (B, R), KV-cached `generate`, R = max_new_tokens (shorter rows end in pad)."""
+    out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=temperature,
+                          top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, min_new_tokens=1,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    responses = out[:, prompt_ids.shape[1]:]
+    if responses.shape[1] < max_new_tokens:  # every row stopped early: pad to the fixed width
+        pad = responses.new_full((len(responses), max_new_tokens - responses.shape[1]), tokenizer.pad_token_id)
+        responses = torch.cat([responses, pad], dim=1)
+    return responses
+
+
+def scoring_suffix(tokenizer) -> list[int]:
+    """The token ids the chat template writes after an assistant turn's EOS (ChatML: the newline after
+    <|im_end|>). The reward model was trained on whole rendered conversations, so it read its score there; a
+    finished response is scored with the same suffix."""
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    text = tokenizer.apply_chat_template(turn, tokenize=False)
+    eos = tokenizer.eos_token
+    tail = text[text.rindex(eos) + len(eos):] if eos in text else ""
+    return tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
+
+
+def with_suffix(query_responses, attention_mask, prompt_width: int, lengths, ended, suffix: list[int], pad_id: int):
+    """`query_responses` and mask with `suffix` written right after the EOS of every ended response."""
+    if not suffix:
+        return query_responses, attention_mask
+    batch, extra = len(query_responses), len(suffix)
+    ids = torch.cat([query_responses, query_responses.new_full((batch, extra), pad_id)], dim=1)
+    mask = torch.cat([attention_mask, attention_mask.new_zeros((batch, extra))], dim=1)
+    columns = prompt_width + lengths.unsqueeze(1) + torch.arange(extra, device=ids.device)
+    rows = ended.nonzero().squeeze(1)
+    suffix_ids = torch.tensor(suffix, dtype=ids.dtype, device=ids.device).expand(len(rows), extra)
+    ids[rows.unsqueeze(1), columns[rows]] = suffix_ids
+    mask[rows.unsqueeze(1), columns[rows]] = 1
+    return ids, mask
+
+
+def sequence_scores(reward_model, query_responses, attention_mask) -> torch.Tensor:
+    """The reward model's scalar per sequence (its classifier reads the last non-pad token)."""
+    out = reward_model(input_ids=query_responses, attention_mask=attention_mask,
+                       position_ids=position_ids(attention_mask))
+    return out.logits[:, 0].float()
+
+
+@torch.no_grad()
+def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int,
+            temperature: float, top_p: float) -> Rollout:
+    """Sample a response per prompt and score it: log-probabilities under the policy and the reference, values
+    and the reward model's score. `reference=None`: the policy is a peft model whose adapter-disabled base is
+    the reference."""
+    policy = policy_and_value.policy
+    responses = sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens, temperature, top_p)
+    responses, lengths, ended = truncate_after_eos(responses, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    query_responses = torch.cat([prompt_ids, responses], dim=1)
+    attention_mask = torch.cat([prompt_mask, response_mask(lengths, responses.shape[1]).long()], dim=1)
+    width = prompt_ids.shape[1]
+    logits, values = policy_and_value(query_responses, attention_mask)
+    logprobs = token_logprobs(response_logits(logits, width, temperature), responses)
+    if reference is None:
+        with policy.disable_adapter():
+            ref_logits = policy(input_ids=query_responses, attention_mask=attention_mask,
+                                position_ids=position_ids(attention_mask)).logits
+    else:
+        ref_logits = reference(input_ids=query_responses, attention_mask=attention_mask,
+                               position_ids=position_ids(attention_mask)).logits
+    ref_logprobs = token_logprobs(response_logits(ref_logits, width, temperature), responses)
+    scored_ids, scored_mask = with_suffix(query_responses, attention_mask, width, lengths, ended,
+                                          scoring_suffix(tokenizer), tokenizer.pad_token_id)
+    scores = sequence_scores(reward_model, scored_ids, scored_mask)
+    return Rollout(query_responses, attention_mask, width, responses, lengths, ended, logprobs, ref_logprobs,
+                   values[:, width - 1: -1].float(), scores)
+
+
+class PolicyAndValue(torch.nn.Module):
+    """The two trained models as one module, so one optimizer and one DDP wrapper cover both (as TRL did).
+
+    `forward` returns (policy logits (B, T, V), values (B, T)); the value model is a sequence classifier with
+    one label (initialised from the reward model) whose head is applied at every position."""
+
+    def __init__(self, policy, value_model):
+        super().__init__()
+        self.policy, self.value_model = policy, value_model
+        if not hasattr(value_model, "score"):
+            raise ValueError(f"value model {type(value_model).__name__} has no `score` head (a one-label "
+                             "AutoModelForSequenceClassification is expected)")
+
+    def forward(self, query_responses, attention_mask):
+        positions = position_ids(attention_mask)
+        logits = self.policy(input_ids=query_responses, attention_mask=attention_mask, position_ids=positions).logits
+        backbone = getattr(self.value_model, self.value_model.base_model_prefix)
+        hidden = backbone(input_ids=query_responses, attention_mask=attention_mask,
+                          position_ids=positions).last_hidden_state
+        return logits, self.value_model.score(hidden).squeeze(-1)

@@ -1,0 +1,213 @@
+"""PPO trainer for chat models on accelerate: rollout, advantages, several PPO epochs over mini-batches.
+
+Ours: TRL removed `PPOTrainer` in 1.13 (and never supported resume). The update follows TRL 1.12 and "The N+
+Implementation Details of RLHF with PPO" (Huang et al. 2024), built from the functions of `pipeline.rl`:
+
+1. rollout (`pipeline.rl.rollout.collect`): a sampled response per prompt, its log-probabilities under the policy
+   and the reference, the value model's values, the reward model's score;
+2. score shaping: + `missing_eos_penalty` for a response without EOS, − `length_penalty` per response token;
+3. per-token rewards −β·KL(policy‖reference) (k1 or k3) plus the score on the last token; optional reward
+   whitening; GAE (γ, λ); advantages whitened over the batch;
+4. `ppo_epochs` passes over the batch in shuffled mini-batches (each `gradient_accumulation_steps` micro-batches):
+   clipped policy loss + `vf_coef` × clipped value loss, gradient clipping, one optimizer step per mini-batch;
+5. β follows a fixed or adaptive KL controller (updated with the batch's mean KL per response).
+
+One `PPOTrainer.step(prompts)` is one such update on this process's prompts; under `accelerate launch` every
+process runs it on its own prompts and DDP averages the gradients. `save`/`load` checkpoint everything a run
+needs to continue exactly: models, optimizer, scheduler, RNG states (accelerate), KL controller and step.
+Raises `PPOError` (a ValueError) when a number goes non-finite or KL passes `kl_limit`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.rl.advantages import KL_ESTIMATORS, gae, kl_per_token, token_rewards
+from pipeline.rl.kl_control import AdaptiveKLController, FixedKLController
+from pipeline.rl.losses import policy_loss, value_loss
+from pipeline.rl.masked import masked_entropy_from_logits, masked_whiten
+from pipeline.rl.responses import penalise_missing_eos
+from pipeline.rl.rollout import PolicyAndValue, Rollout, collect, encode_prompts, response_logits, token_logprobs
+
+
+class PPOError(ValueError):
+    """A PPO update that must not continue: a non-finite number, or KL past its limit."""
+
+
+@dataclass
+class PPOSettings:
+    rollout_batch_size: int = field(default=16, metadata={"help": "Prompts per process per PPO update (episodes = this × processes)."})
+    mini_batch_size: int = field(default=8, metadata={"help": "Episodes per process per optimizer step; divides rollout_batch_size."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per mini-batch; divides mini_batch_size."})
+    ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
+    max_new_tokens: int = field(default=24, metadata={"help": "Response length budget in tokens (> 0)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probabilities use the same scaling)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    learning_rate: float = field(default=3e-5, metadata={"help": "AdamW learning rate (policy and value), decays linearly to 0."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    kl_coef: float = field(default=0.05, metadata={"help": "β of the per-token KL penalty (initial value when adaptive)."})
+    kl_estimator: str = field(default="k1", metadata={"help": "k1 (log p - log p_ref) or k3 ((r-1) - log r)."})
+    kl_target: float | None = field(default=None, metadata={"help": "Adaptive KL controller target per response (null: fixed β)."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Adaptive KL controller horizon in episodes."})
+    kl_limit: float | None = field(default=None, metadata={"help": "Stop with an error when the mean KL per response passes this (null: no limit)."})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
+    lam: float = field(default=0.95, metadata={"help": "GAE λ."})
+    clip_range: float = field(default=0.2, metadata={"help": "Policy ratio clip ε."})
+    clip_range_value: float = field(default=0.2, metadata={"help": "Value clip ε."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten the per-token rewards before GAE."})
+    missing_eos_penalty: float = field(default=-1.0, metadata={"help": "Added to the score of a response with no EOS (<= 0; 0 disables)."})
+    length_penalty: float = field(default=0.0, metadata={"help": "Subtracted from the score per response token (>= 0)."})
+
+    def check_ppo(self) -> None:
+        positive = ("rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "max_new_tokens")
+        for name in positive:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)!r}")
+        if self.rollout_batch_size % self.mini_batch_size:
+            raise ValueError(f"mini_batch_size: {self.mini_batch_size} does not divide rollout_batch_size {self.rollout_batch_size}")
+        if self.mini_batch_size % self.gradient_accumulation_steps:
+            raise ValueError(f"gradient_accumulation_steps: {self.gradient_accumulation_steps} does not divide mini_batch_size {self.mini_batch_size}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator: expected one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature: expected > 0, got {self.temperature}")
+        if self.missing_eos_penalty > 0 or self.length_penalty < 0:
+            raise ValueError("missing_eos_penalty: expected <= 0" if self.missing_eos_penalty > 0 else "length_penalty: expected >= 0")
+
+
+class PPOTrainer:
+    """Policy + value model trained with PPO against a frozen reward model (see the module docstring)."""
+
+    def __init__(self, settings: PPOSettings, policy, value_model, reward_model, tokenizer, reference=None,
+                 total_updates: int = 1, mixed_precision: str = "no"):
+        from accelerate import Accelerator
+
+        settings.check_ppo()
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
+                                  gradient_accumulation_steps=settings.gradient_accumulation_steps)
+        self.settings, self.accelerator, self.tokenizer = settings, accelerator, tokenizer
+        model = PolicyAndValue(policy, value_model)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate, eps=1e-5)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(total_updates, 1)))
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.scheduler = scheduler  # not prepared: accelerate would step it once per process; checkpointed below
+        accelerator.register_for_checkpointing(scheduler)
+        self.reward_model = reward_model.to(accelerator.device).eval()
+        self.reference = reference.to(accelerator.device).eval() if reference is not None else None
+        self.kl_control = (AdaptiveKLController(settings.kl_coef, settings.kl_target, settings.kl_horizon)
+                           if settings.kl_target is not None else FixedKLController(settings.kl_coef))
+        self.step_count = 0
+
+    @property
+    def unwrapped(self) -> PolicyAndValue:
+        return self.accelerator.unwrap_model(self.model)
+
+    def step(self, prompts: list[list[dict]]) -> dict:
+        """One PPO update on this process's `prompts`; returns its metrics (also checked for sanity)."""
+        start = time.perf_counter()
+        rollout = self.rollout(prompts)
+        advantages, returns, stats = self.advantages(rollout)
+        stats.update(self.update(rollout, advantages, returns))
+        self.kl_control.update(stats["kl"], n_steps=len(prompts) * self.accelerator.num_processes)
+        self.step_count += 1
+        stats.update(step=self.step_count, kl_coef=self.kl_control.value, learning_rate=self.scheduler.get_last_lr()[0],
+                     episodes_per_second=len(prompts) * self.accelerator.num_processes / (time.perf_counter() - start))
+        self.check(stats)
+        return stats
+
+    def rollout(self, prompts: list[list[dict]]) -> Rollout:
+        ids, mask = encode_prompts(self.tokenizer, prompts, self.accelerator.device)
+        self.unwrapped.eval()
+        s = self.settings
+        return collect(self.unwrapped, self.reference, self.reward_model, self.tokenizer, ids, mask,
+                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p)
+
+    def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Shaped scores, per-token rewards, GAE; plus the rollout's statistics (gathered over processes)."""
+        s, mask = self.settings, rollout.mask
+        scores = penalise_missing_eos(rollout.scores, rollout.ended, s.missing_eos_penalty) if s.missing_eos_penalty \
+            else rollout.scores
+        scores = scores - s.length_penalty * rollout.lengths.to(scores.dtype)
+        kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, s.kl_estimator)
+        rewards = token_rewards(scores, kl, self.kl_control.value, rollout.lengths)
+        if s.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = gae(rewards, rollout.values, mask, s.gamma, s.lam)
+        advantages = masked_whiten(advantages, mask)
+        kl_per_response = torch.where(mask, kl, 0.0).sum(1)
+        gathered = self.accelerator.gather(torch.stack([
+            rollout.scores, scores, kl_per_response, rollout.lengths.float(), rollout.ended.float(),
+            torch.where(mask, rollout.values, 0.0).sum(1) / rollout.lengths]))
+        gathered = gathered.reshape(self.accelerator.num_processes, 6, -1).transpose(0, 1).reshape(6, -1)
+        names = ("score", "shaped_score", "kl", "response_length", "eos_share", "value_mean")
+        return advantages, returns, {name: float(row.mean()) for name, row in zip(names, gathered)}
+
+    def update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
+        """`ppo_epochs` passes of shuffled mini-batches; means of the per-micro-batch statistics."""
+        s, totals, count = self.settings, {}, 0
+        micro = s.mini_batch_size // s.gradient_accumulation_steps
+        self.model.train()
+        for _ in range(s.ppo_epochs):
+            order = torch.randperm(len(rollout.responses), device=rollout.responses.device)
+            for first in range(0, len(order), s.mini_batch_size):
+                for part in order[first: first + s.mini_batch_size].split(micro):
+                    with self.accelerator.accumulate(self.model):
+                        stats = self.micro_step(rollout.select(part), advantages[part], returns[part])
+                    for key, value in stats.items():
+                        totals[key] = totals.get(key, 0.0) + value
+                    count += 1
+        self.scheduler.step()
+        return {key: value / count for key, value in totals.items()}
+
+    def micro_step(self, batch: Rollout, advantages, returns) -> dict:
+        s, mask = self.settings, batch.mask
+        logits, values = self.model(batch.query_responses, batch.attention_mask)
+        logits = response_logits(logits, batch.prompt_width, s.temperature)
+        values = values[:, batch.prompt_width - 1: -1].float()
+        policy = policy_loss(token_logprobs(logits, batch.responses), batch.logprobs, advantages, mask, s.clip_range)
+        value = value_loss(values, batch.values, returns, mask, s.clip_range_value)
+        loss = policy["loss"] + s.vf_coef * value["loss"]
+        self.accelerator.backward(loss)
+        if self.accelerator.sync_gradients:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        with torch.no_grad():
+            entropy = masked_entropy_from_logits(logits, mask)
+        return {"policy_loss": policy["loss"].item(), "value_loss": value["loss"].item(),
+                "policy_clip_fraction": float(policy["clip_fraction"]), "value_clip_fraction": float(value["clip_fraction"]),
+                "approx_kl": float(policy["approx_kl"]), "ratio": float(policy["ratio_mean"]), "entropy": float(entropy)}
+
+    def check(self, stats: dict) -> None:
+        bad = sorted(k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v))
+        if bad:
+            raise PPOError(f"step {self.step_count}: non-finite {', '.join(bad)}")
+        limit = self.settings.kl_limit
+        if limit is not None and stats["kl"] > limit:
+            raise PPOError(f"step {self.step_count}: KL {stats['kl']:.4g} per response passed kl_limit {limit}")
+
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        """A checkpoint to continue from: accelerate state (models, optimizer, scheduler, RNG states of every
+        process) and ours in `trainer_state.json`, written last (a folder without it is incomplete). Call it on
+        every process; `extra` (e.g. the metrics history) is stored with our state."""
+        self.accelerator.save_state(str(folder))
+        if self.accelerator.is_main_process:
+            state = {"step": self.step_count, "kl_control": self.kl_control.state_dict(),
+                     "settings": asdict(self.settings), **(extra or {})}
+            (Path(folder) / "trainer_state.json").write_text(json.dumps(state))
+        self.accelerator.wait_for_everyone()
+
+    def load(self, folder: Path) -> dict:
+        """Continue from a `save`d checkpoint; returns its state (with the `extra` it was saved with)."""
+        self.accelerator.load_state(str(folder))
+        state = json.loads((Path(folder) / "trainer_state.json").read_text())
+        self.step_count = state["step"]
+        self.kl_control.load_state_dict(state["kl_control"])
+        return state

@@ -1,0 +1,206 @@
+"""PPO: RLHF of the SFT policy against the reward model, with our trainer (`pipeline.rl`) on accelerate.
+
+    pipeline stage ppo --run runs/tiny ppo.total_episodes=512
+    accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml -m pipeline.stages.ppo --run runs/tiny
+
+Policy from `<run>/sft/final` (a full model, or a LoRA adapter trained further, whose adapter-disabled base is
+the reference: no second copy); otherwise the reference is a frozen copy. Reward model from
+`<run>/reward/final` (one label); the value model starts as a copy of it (as TRL did). Prompts: the `prompt`
+column of the data stage's `prompts` (any prompt-only dataset works the same), a seeded order per pass.
+Checkpoints `<run>/ppo/checkpoint-<update>/` hold models, optimizer, scheduler, RNG states, KL controller and the
+update count; a killed run resumes from the last one. Writes `<run>/ppo/final/` (the policy, loadable with
+`AutoModelForCausalLM` or, for LoRA, `AutoPeftModelForCausalLM`) and `<run>/ppo/value/`.
+
+At the end, the SFT policy and the PPO policy are evaluated side by side on the held-out prompts (mean reward-
+model score of greedy responses, exact KL to the reference along them) and on the world's held-out questions
+(strict exact match); `reward_hacking` is true when the score rose while strict exact match fell by more than
+its noise (`pipeline.rl.evaluation.compare`).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import PartialState
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from pipeline.artifacts import RunDir, replace_dir
+from pipeline.errors import PipelineError
+from pipeline.models.loading import is_adapter, load_causal_lm
+from pipeline.rl.trainer import PPOError, PPOSettings, PPOTrainer
+from pipeline.trainers import check_precision
+
+NAME, NEEDS = "ppo", ("data", "sft", "reward")
+HEADLINE = ("score_gain", "kl_after", "exact_match_after", "exact_match_before", "episodes_per_second")
+
+
+@dataclass
+class Config(PPOSettings):
+    dataset: str = field(default="prompts", metadata={"help": "Prompt-only dataset (column `prompt`) built by the data stage."})
+    eval_split: str = field(default="test", metadata={"help": "Split of `dataset` with held-out prompts for the final evaluation."})
+    eval_dataset: str = field(default="qa_eval", metadata={"help": "Questions with known answers, scored by strict exact match ('' skips)."})
+    eval_max_new_tokens: int = field(default=32, metadata={"help": "Greedy response length in the final evaluation."})
+    total_episodes: int = field(default=256, metadata={"help": "Episodes (prompts answered) over the whole run, all processes together."})
+    save_steps: int = field(default=10, metadata={"help": "Checkpoint every N PPO updates (0: only at the end)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
+    logging_steps: int = field(default=1, metadata={"help": "Print a progress line every N updates."})
+    precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})
+
+    def __post_init__(self):
+        try:
+            self.check_ppo()
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        check_precision(self.precision)
+        if self.total_episodes < 1 or self.eval_max_new_tokens < 1:
+            raise ValueError("total_episodes: expected >= 1" if self.total_episodes < 1 else "eval_max_new_tokens: expected >= 1")
+
+
+def run(cfg: Config, run: RunDir) -> dict:
+    state = PartialState()
+    prompts, held_out, qa = load_prompts(cfg, run)
+    policy_path, reward_path = run.final("sft"), run.final("reward")
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    reward_model = load_reward_model(reward_path)
+    policy, reference = load_policy(policy_path)
+    value_model = copy.deepcopy(reward_model)
+    per_update = cfg.rollout_batch_size * state.num_processes
+    total_updates = max(1, cfg.total_episodes // per_update)
+    trainer = PPOTrainer(cfg, policy, value_model, reward_model, tokenizer, reference=reference,
+                         total_updates=total_updates, mixed_precision=mixed_precision(cfg.precision))
+    out = run.stage_dir(NAME)
+    history = resume(trainer, run)
+    order = PromptOrder(len(prompts), run.seed)
+    try:
+        while trainer.step_count < total_updates:
+            start = (trainer.step_count * state.num_processes + state.process_index) * cfg.rollout_batch_size
+            stats = trainer.step([prompts[i] for i in order.take(start, cfg.rollout_batch_size)])
+            history.append(stats)
+            if state.is_main_process and trainer.step_count % cfg.logging_steps == 0:
+                print(progress_line(stats, total_updates), flush=True)
+            if cfg.save_steps and trainer.step_count % cfg.save_steps == 0 and trainer.step_count < total_updates:
+                checkpoint(trainer, out, history, cfg.save_total_limit)
+    except PPOError as e:
+        raise PipelineError(f"ppo: {e} (the last good checkpoint stays in {out})") from None
+    save_models(trainer, tokenizer, out)
+    metrics = {"updates": trainer.step_count, "episodes": trainer.step_count * per_update, "history": history,
+               "episodes_per_second": sum(h["episodes_per_second"] for h in history[-10:]) / max(len(history[-10:]), 1)}
+    if state.is_main_process:
+        metrics.update(final_evaluation(cfg, run, tokenizer, reward_model, held_out, qa, out))
+    state.wait_for_everyone()
+    return metrics
+
+
+def load_prompts(cfg: Config, run: RunDir):
+    ds = run.dataset(cfg.dataset, where="ppo.dataset")
+    if "train" not in ds or "prompt" not in ds["train"].column_names:
+        columns = ", ".join(ds["train"].column_names) if "train" in ds else "no train split"
+        raise PipelineError(f"ppo.dataset: {cfg.dataset!r} has no `prompt` column in its train split ({columns})")
+    if cfg.eval_split not in ds:
+        raise PipelineError(f"ppo.eval_split: {cfg.dataset!r} has no split {cfg.eval_split!r} (splits: {', '.join(ds)})")
+    qa = run.dataset(cfg.eval_dataset, where="ppo.eval_dataset")["test"] if cfg.eval_dataset else None
+    return list(ds["train"]["prompt"]), list(ds[cfg.eval_split]["prompt"]), qa
+
+
+def load_reward_model(path):
+    labels = AutoConfig.from_pretrained(str(path)).num_labels
+    if labels != 1:
+        raise PipelineError(f"ppo: the reward model at {path} has {labels} labels; PPO needs one scalar (num_labels 1)")
+    return AutoModelForSequenceClassification.from_pretrained(str(path))
+
+
+def load_policy(path):
+    """(policy, reference): a LoRA adapter stays trainable and its disabled base is the reference (None)."""
+    if is_adapter(path):
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(str(path), is_trainable=True), None
+    policy = AutoModelForCausalLM.from_pretrained(str(path))
+    reference = copy.deepcopy(policy).requires_grad_(False)
+    return policy, reference
+
+
+def mixed_precision(precision: str) -> str:
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+class PromptOrder:
+    """A seeded permutation of the prompts per pass; position k of the run is `take(k, 1)`, so a resumed run
+    (which knows only its update count) continues with exactly the prompts it would have seen."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self._passes = n, seed, {}
+
+    def _pass(self, index: int) -> list[int]:
+        if index not in self._passes:
+            self._passes[index] = random.Random(f"ppo-prompts:{self.seed}:{index}").sample(range(self.n), self.n)
+        return self._passes[index]
+
+    def take(self, start: int, count: int) -> list[int]:
+        return [self._pass(k // self.n)[k % self.n] for k in range(start, start + count)]
+
+
+def resume(trainer: PPOTrainer, run: RunDir) -> list[dict]:
+    last = run.last_checkpoint(NAME)
+    if last is None:
+        return []
+    return trainer.load(last).get("history", [])
+
+
+def checkpoint(trainer: PPOTrainer, out, history: list[dict], keep: int) -> None:
+    trainer.save(out / f"checkpoint-{trainer.step_count}", extra={"history": history})
+    if trainer.accelerator.is_main_process and keep > 0:
+        folders = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        for old in folders[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+
+
+def save_models(trainer: PPOTrainer, tokenizer, out) -> None:
+    """final/ (policy) and value/ (value model), gathered on every process, written by the main one."""
+    accelerator = trainer.accelerator
+    weights = accelerator.get_state_dict(trainer.model)
+    model = trainer.unwrapped
+    if accelerator.is_main_process:
+        for name, part in (("final", model.policy), ("value", model.value_model)):
+            prefix = "policy." if name == "final" else "value_model."
+            part_weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+            part.save_pretrained(out / f".{name}.tmp", state_dict=part_weights)
+            tokenizer.save_pretrained(out / f".{name}.tmp")
+            replace_dir(out / f".{name}.tmp", out / name)
+    accelerator.wait_for_everyone()
+
+
+def progress_line(stats: dict, total: int) -> str:
+    return (f"ppo {stats['step']}/{total}  score {stats['score']:.3f}  kl {stats['kl']:.3f}  "
+            f"entropy {stats['entropy']:.3f}  length {stats['response_length']:.1f}  eos {stats['eos_share']:.2f}  "
+            f"clip {stats['policy_clip_fraction']:.3f}  {stats['episodes_per_second']:.1f} episodes/s")
+
+
+def final_evaluation(cfg: Config, run: RunDir, tokenizer, reward_model, held_out, qa, out) -> dict:
+    """The SFT and the PPO policy side by side (pipeline.rl.evaluation), on the main process."""
+    from pipeline.rl.evaluation import compare, evaluate_policy
+
+    sft = load_causal_lm(run.final("sft"))
+    ppo = load_causal_lm(out / "final")
+    reward_model = reward_model.cpu() if not torch.cuda.is_available() else reward_model
+    kwargs = dict(qa=qa, max_new_tokens=cfg.eval_max_new_tokens)
+    before = evaluate_policy(sft, reward_model, tokenizer, held_out, reference=sft, **kwargs)
+    after = evaluate_policy(ppo, reward_model, tokenizer, held_out, reference=sft, **kwargs)
+    comparison = compare(before, after)
+    summary = {f"{key}_{when}": result[key] for when, result in (("before", before), ("after", after))
+               for key in ("score_mean", "kl_mean", "exact_match", "contains_answer", "response_length_mean", "eos_share")
+               if key in result}
+    return {**summary, **comparison}
+
+
+if __name__ == "__main__":
+    from pipeline.runner import stage_main
+
+    stage_main(NAME)

@@ -1,0 +1,143 @@
+"""The ppo stage on a nano SFT policy and reward model: artifacts that reload, resume after SIGKILL, guard rails,
+bad input as one line."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from pipeline.cli import main
+from tests.conftest import make_run, stage
+
+ROOT = Path(__file__).resolve().parents[3]
+PRETRAIN = {"model_size": "nano", "block_size": 64, "max_steps": 30, "per_device_train_batch_size": 8,
+            "learning_rate": 0.005, "eval_steps": 30, "save_steps": 30, "n_samples": 0}
+SFT = {"max_steps": 10, "per_device_train_batch_size": 8, "eval_max_new_tokens": 4, "learning_rate": 0.002}
+REWARD = {"max_steps": 10, "per_device_train_batch_size": 8, "learning_rate": 0.001}
+PPO = {"rollout_batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6, "total_episodes": 16,
+       "save_steps": 2, "save_total_limit": 5, "eval_max_new_tokens": 4, "eval_dataset": ""}
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    folder = make_run(tmp_path_factory.mktemp("run") / "r", pretrain=PRETRAIN, sft=SFT, reward=REWARD, ppo=PPO)
+    for name in ("data", "tokenizer", "pretrain", "sft", "reward"):
+        stage(name, folder)
+    return folder
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("ppo"))
+    return target
+
+
+def test_ppo_writes_models_that_reload_and_metrics(tuned, tmp_path):
+    folder = copy_run(tuned, tmp_path / "r")
+    stage("ppo", folder)
+    out = folder / "ppo"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["updates"] == 4 and metrics["episodes"] == 16 and len(metrics["history"]) == 4
+    for key in ("score", "kl", "entropy", "policy_clip_fraction", "value_clip_fraction", "value_loss", "approx_kl",
+                "ratio", "response_length", "eos_share", "episodes_per_second", "kl_coef"):
+        assert all(key in h for h in metrics["history"]), key
+    assert {"score_gain", "score_gain_ci95", "kl_after", "score_mean_before", "score_mean_after"} <= set(metrics)
+    assert "exact_match_after" not in metrics  # eval_dataset '' skips the questions
+    policy = AutoModelForCausalLM.from_pretrained(out / "final")
+    value = AutoModelForSequenceClassification.from_pretrained(out / "value")
+    assert value.config.num_labels == 1
+    sft = load_file(folder / "sft" / "final" / "model.safetensors")
+    ppo = load_file(out / "final" / "model.safetensors")
+    assert any(not torch.equal(sft[k], ppo[k]) for k in sft), "PPO changed no weight"
+    assert policy.config.vocab_size == AutoModelForCausalLM.from_pretrained(folder / "sft" / "final").config.vocab_size
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+def launch(folder: Path) -> subprocess.Popen:
+    log = open(folder.parent / f"{folder.name}.log", "a")
+    return subprocess.Popen([sys.executable, "-m", "pipeline.stages.ppo", "--run", str(folder)], cwd=ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(tuned, tmp_path):
+    base, killed = copy_run(tuned, tmp_path / "base"), copy_run(tuned, tmp_path / "killed")
+    proc = launch(killed)
+    marker = killed / "ppo" / "checkpoint-2" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "ppo" / "_SUCCESS").exists(), "the run finished before it could be killed"
+    for folder in (killed, base):
+        proc = launch(folder)
+        assert proc.wait(timeout=600) == 0, (folder.parent / f"{folder.name}.log").read_text()[-3000:]
+    assert "ppo (resuming)" in (tmp_path / "killed.log").read_text()
+    a = json.loads((base / "ppo" / "metrics.json").read_text())
+    b = json.loads((killed / "ppo" / "metrics.json").read_text())
+    assert len(a["history"]) == len(b["history"]) == 4
+    for before, after in zip(a["history"], b["history"]):
+        for key in before.keys() - {"episodes_per_second"}:  # wall-clock
+            assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-7), (before["step"], key)
+    wa, wb = load_file(base / "ppo" / "final" / "model.safetensors"), load_file(killed / "ppo" / "final" / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_nan_reward_stops_with_the_step_named(tuned, tmp_path, monkeypatch, capsys):
+    from pipeline.rl import rollout
+
+    folder = copy_run(tuned, tmp_path / "r")
+    calls = {"n": 0}
+    real = rollout.sequence_scores
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        scores = real(*args, **kwargs)
+        return scores * float("nan") if calls["n"] == 3 else scores
+
+    monkeypatch.setattr(rollout, "sequence_scores", poisoned)
+    assert main(["stage", "ppo", "--run", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "step 3" in err and "non-finite" in err
+    assert (folder / "ppo" / "checkpoint-2" / "trainer_state.json").is_file()  # the last good checkpoint stays
+    assert not (folder / "ppo" / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ppo.max_new_tokens=0", "max_new_tokens"),
+    ("ppo.mini_batch_size=3", "mini_batch_size"),
+    ("ppo.dataset=corpus", "has no `prompt` column"),
+    ("ppo.kl_estimator=k2", "kl_estimator"),
+])
+def test_bad_input_is_one_line(tuned, tmp_path, capsys, override, message):
+    folder = copy_run(tuned, tmp_path / "r")
+    assert main(["stage", "ppo", "--run", str(folder), override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(message in line for line in err), err
+    assert not (folder / "ppo" / "_SUCCESS").exists()
+
+
+def test_reward_model_with_two_labels_is_refused(tuned, tmp_path, capsys):
+    folder = copy_run(tuned, tmp_path / "r")
+    config = json.loads((folder / "reward" / "final" / "config.json").read_text())
+    config["id2label"] = {"0": "a", "1": "b"}
+    config["label2id"] = {"a": 0, "b": 1}
+    (folder / "reward" / "final" / "config.json").write_text(json.dumps(config))
+    assert main(["stage", "ppo", "--run", str(folder)]) == 2
+    assert "2 labels" in capsys.readouterr().err
+
+
+def test_missing_sft_is_refused(tuned, tmp_path, capsys):
+    folder = copy_run(tuned, tmp_path / "r")
+    shutil.rmtree(folder / "sft" / "final")
+    assert main(["stage", "ppo", "--run", str(folder)]) == 2
+    assert "sft" in capsys.readouterr().err
