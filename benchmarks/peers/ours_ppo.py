@@ -1,0 +1,82 @@
+"""Our PPO (`pipeline.rl.PPOTrainer`) with the command line and JSON output of `trl112_ppo.py`, so that
+`benchmarks/ppo_vs_trl.py` runs both sides the same way: a fresh process each, the same run folder (policy
+`sft/final`, reward model and value init `reward/final`, prompts `data/prompts` train), the same settings.
+
+    python benchmarks/peers/ours_ppo.py --run runs/tiny --episodes 256 --batch-size 16 --mini-batches 2 \
+        --ppo-epochs 2 --response-length 24 --out ours.json
+
+Timed: the update loop only (rollouts and PPO epochs), as the peer times `trainer.train()`. Episodes are whole
+batches: ceil(episodes / batch size) updates, as TRL 1.12 counts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from pipeline.rl.trainer import PPOSettings, PPOTrainer  # noqa: E402
+from pipeline.stages.ppo import PromptOrder, load_policy, load_reward_model  # noqa: E402
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, type=Path)
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--mini-batches", type=int, default=1)
+    p.add_argument("--ppo-epochs", type=int, default=4)
+    p.add_argument("--response-length", type=int, default=53)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--learning-rate", type=float, default=3e-6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    import copy
+
+    import datasets
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.run / "sft" / "final")
+    policy, reference = load_policy(args.run / "sft" / "final")
+    reward_model = load_reward_model(args.run / "reward" / "final")
+    prompts = list(datasets.load_from_disk(str(args.run / "data" / "prompts"))["train"]["prompt"])
+    settings = PPOSettings(rollout_batch_size=args.batch_size, mini_batch_size=args.batch_size // args.mini_batches,
+                           ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=args.temperature,
+                           kl_coef=args.kl_coef, learning_rate=args.learning_rate, missing_eos_penalty=0.0)
+    updates = math.ceil(args.episodes / args.batch_size)
+    trainer = PPOTrainer(settings, policy, copy.deepcopy(reward_model), reward_model, tokenizer, reference=reference,
+                         total_updates=updates)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    order, history = PromptOrder(len(prompts), args.seed), []
+    start = time.perf_counter()
+    for update in range(updates):
+        history.append(trainer.step([prompts[i] for i in order.take(update * args.batch_size, args.batch_size)]))
+    seconds = time.perf_counter() - start
+    result = {"episodes": updates * args.batch_size, "updates": updates, "seconds": round(seconds, 3),
+              "episodes_per_second": updates * args.batch_size / seconds,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_mb_before_train": rss_before,
+              "score_first": history[0]["score"], "score_last": history[-1]["score"], "kl_last": history[-1]["kl"],
+              "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+              "history": [{k: h[k] for k in ("score", "kl", "entropy", "response_length")} for h in history]}
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
