@@ -119,8 +119,12 @@ BEST_MODEL_FIELDS = ("save_strategy", "save_steps")
 
 
 def result_neutral(section: Any) -> tuple[str, ...]:
-    """The fields of a stage section that its fingerprint leaves out: RESULT_NEUTRAL_FIELDS for a
-    `TrainingArguments` (HF or TRL config), nothing for any other section."""
+    """The fields of a stage section that its fingerprint leaves out: those its class declares in a
+    `RESULT_NEUTRAL` class attribute, else RESULT_NEUTRAL_FIELDS for a `TrainingArguments` (HF or TRL config),
+    nothing for any other section."""
+    declared = getattr(type(section), "RESULT_NEUTRAL", None)
+    if declared is not None:
+        return tuple(declared)
     training_args = sys.modules.get("transformers.training_args")  # a section can only be one if it is loaded
     if training_args is None or not isinstance(section, training_args.TrainingArguments):
         return ()

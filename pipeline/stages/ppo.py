@@ -49,6 +49,8 @@ class Config(PPOSettings):
     save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
     logging_steps: int = field(default=1, metadata={"help": "Print a progress line every N updates."})
     precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})
+    # progress lines and checkpoint cadence change neither the policy nor the metrics: no rerun for them
+    RESULT_NEUTRAL = ("logging_steps", "save_steps", "save_total_limit")
 
     def __post_init__(self):
         try:

@@ -3,6 +3,7 @@ and nothing else: a rerun with only those changed is skipped."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from transformers import TrainingArguments
@@ -122,3 +123,11 @@ def test_rerun_with_only_logging_steps_changed_is_skipped(tmp_path, capsys):
 
     stage("pretrain", folder, "pretrain.learning_rate=0.01")  # a field that matters does rerun it
     assert json.loads((folder / "pretrain" / "_SUCCESS").read_text())["id"] != marker["id"]
+
+
+def test_a_section_can_declare_its_own_neutral_fields():
+    root = Path(__file__).resolve().parents[2]
+    base = load_recipe(root / "recipes" / "tiny.yaml")
+    for override in ("ppo.logging_steps=7", "ppo.save_steps=3", "ppo.save_total_limit=9"):
+        assert load_recipe(root / "recipes" / "tiny.yaml", [override]).fingerprint("ppo") == base.fingerprint("ppo")
+    assert load_recipe(root / "recipes" / "tiny.yaml", ["ppo.kl_coef=0.1"]).fingerprint("ppo") != base.fingerprint("ppo")

@@ -141,3 +141,20 @@ def test_missing_sft_is_refused(tuned, tmp_path, capsys):
     shutil.rmtree(folder / "sft" / "final")
     assert main(["stage", "ppo", "--run", str(folder)]) == 2
     assert "sft" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_episodes(tuned, tmp_path):
+    """Under `accelerate launch` with 2 CPU ranks, each rank answers its own prompts and DDP averages the
+    gradients: 2 ranks x 2 prompts per update = 4 episodes per update, one model written."""
+    folder = copy_run(tuned, tmp_path / "r")
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                             "recipes/accelerate/cpu_2proc.yaml", "-m", "pipeline.stages.ppo", "--run", str(folder),
+                             "ppo.rollout_batch_size=2", "ppo.mini_batch_size=1", "ppo.total_episodes=8"],
+                            cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((folder / "ppo" / "metrics.json").read_text())
+    assert (metrics["num_processes"], metrics["updates"], metrics["episodes"]) == (2, 2, 8)
+    assert [h["step"] for h in metrics["history"]] == [1, 2]
+    AutoModelForCausalLM.from_pretrained(folder / "ppo" / "final")
