@@ -66,3 +66,15 @@ def stage(name: str, folder: Path, *overrides: str) -> None:
     from pipeline.cli import main
 
     assert main(["stage", name, "--run", str(folder), *overrides]) == 0
+
+
+def kill_when(proc, marker: Path, timeout: float = 300) -> None:
+    """SIGKILL `proc` as soon as `marker` exists (a checkpoint's last file), or when it ends or time runs out."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -4,17 +4,15 @@ uninterrupted run does (losses, evaluation, weights)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import make_run, stage
+from tests.conftest import kill_when, make_run, stage
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -44,13 +42,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     killed = tmp_path / "killed"
     shutil.copytree(base, killed)
 
-    proc = launch(killed)
-    first = killed / "pretrain" / "checkpoint-10" / "trainer_state.json"
-    deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(launch(killed), killed / "pretrain" / "checkpoint-10" / "trainer_state.json")
     assert not (killed / "pretrain" / "_SUCCESS").exists(), "the run finished before it could be killed"
     assert not (killed / "pretrain" / "final").exists()
 

@@ -4,10 +4,8 @@ bad input as one line."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from pipeline.cli import main
-from tests.conftest import make_run, stage
+from tests.conftest import kill_when, make_run, stage
 
 ROOT = Path(__file__).resolve().parents[3]
 PRETRAIN = {"model_size": "nano", "block_size": 64, "max_steps": 30, "per_device_train_batch_size": 8,
@@ -70,13 +68,7 @@ def launch(folder: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tuned, tmp_path):
     base, killed = copy_run(tuned, tmp_path / "base"), copy_run(tuned, tmp_path / "killed")
-    proc = launch(killed)
-    marker = killed / "ppo" / "checkpoint-2" / "trainer_state.json"
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(launch(killed), killed / "ppo" / "checkpoint-2" / "trainer_state.json")
     assert not (killed / "ppo" / "_SUCCESS").exists(), "the run finished before it could be killed"
     for folder in (killed, base):
         proc = launch(folder)
