@@ -44,6 +44,8 @@ class Config(PPOSettings):
     eval_split: str = field(default="test", metadata={"help": "Split of `dataset` with held-out prompts for the final evaluation."})
     eval_dataset: str = field(default="qa_eval", metadata={"help": "Questions with known answers, scored by strict exact match ('' skips)."})
     eval_max_new_tokens: int = field(default=32, metadata={"help": "Greedy response length in the final evaluation."})
+    eval_steps: int = field(default=0, metadata={"help": "Also score the policy on the held-out prompts every N updates (0: only at the end)."})
+    n_samples: int = field(default=4, metadata={"help": "Held-out prompts whose SFT and PPO responses go to metrics.json (and TensorBoard)."})
     total_episodes: int = field(default=256, metadata={"help": "Episodes (prompts answered) over the whole run, all processes together."})
     save_steps: int = field(default=10, metadata={"help": "Checkpoint every N PPO updates (0: only at the end)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
@@ -77,11 +79,15 @@ def run(cfg: Config, run: RunDir) -> dict:
     out = run.stage_dir(NAME)
     history = resume(trainer, run)
     order = PromptOrder(len(prompts), run.seed)
+    board = tensorboard(run, out) if state.is_main_process else None
     try:
         while trainer.step_count < total_updates:
             start = (trainer.step_count * state.num_processes + state.process_index) * cfg.rollout_batch_size
             stats = trainer.step([prompts[i] for i in order.take(start, cfg.rollout_batch_size)])
+            if cfg.eval_steps and trainer.step_count % cfg.eval_steps == 0:
+                stats.update(held_out_scores(cfg, trainer, reward_model, tokenizer, held_out))
             history.append(stats)
+            log(board, stats)
             if state.is_main_process and trainer.step_count % cfg.logging_steps == 0:
                 print(progress_line(stats, total_updates), flush=True)
             if cfg.save_steps and trainer.step_count % cfg.save_steps == 0 and trainer.step_count < total_updates:
@@ -93,8 +99,43 @@ def run(cfg: Config, run: RunDir) -> dict:
                "episodes_per_second": sum(h["episodes_per_second"] for h in history[-10:]) / max(len(history[-10:]), 1)}
     if state.is_main_process:
         metrics.update(final_evaluation(cfg, run, tokenizer, reward_model, held_out, qa, out))
+        if board is not None:
+            board.add_text("ppo/samples", samples_table(metrics["samples"]), trainer.step_count)
+            board.close()
     state.wait_for_everyone()
     return metrics
+
+
+def tensorboard(run: RunDir, out):
+    """A TensorBoard writer into `<run>/ppo/runs/` when the run reports to tensorboard, else None."""
+    if "tensorboard" not in run.report_to:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(out / "runs"))
+
+
+def log(board, stats: dict) -> None:
+    if board is not None:
+        for key, value in stats.items():
+            if isinstance(value, (int, float)) and key != "step":
+                board.add_scalar(f"ppo/{key}", value, stats["step"])
+
+
+def held_out_scores(cfg: Config, trainer: PPOTrainer, reward_model, tokenizer, held_out) -> dict:
+    """Mean reward-model score of the policy's greedy responses to the held-out prompts, on every process (each
+    scores the same prompts; cheap next to an update)."""
+    from pipeline.rl.evaluation import greedy_responses, reward_scores
+
+    policy = trainer.unwrapped.policy
+    responses = greedy_responses(policy, tokenizer, held_out, cfg.eval_max_new_tokens)
+    return {"held_out_score": float(reward_scores(reward_model, tokenizer, held_out, responses).mean())}
+
+
+def samples_table(samples: list[dict]) -> str:
+    rows = ["| prompt | SFT | PPO |", "| --- | --- | --- |"]
+    rows += [f"| {s['prompt']} | {s['sft']} | {s['ppo']} |".replace("\n", " ") for s in samples]
+    return "\n".join(rows)
 
 
 def load_prompts(cfg: Config, run: RunDir):
@@ -187,7 +228,7 @@ def progress_line(stats: dict, total: int) -> str:
 
 def final_evaluation(cfg: Config, run: RunDir, tokenizer, reward_model, held_out, qa, out) -> dict:
     """The SFT and the PPO policy side by side (pipeline.rl.evaluation), on the main process."""
-    from pipeline.rl.evaluation import compare, evaluate_policy
+    from pipeline.rl.evaluation import compare, evaluate_policy, greedy_responses
 
     sft = load_causal_lm(run.final("sft"))
     ppo = load_causal_lm(out / "final")
@@ -196,10 +237,15 @@ def final_evaluation(cfg: Config, run: RunDir, tokenizer, reward_model, held_out
     before = evaluate_policy(sft, reward_model, tokenizer, held_out, reference=sft, **kwargs)
     after = evaluate_policy(ppo, reward_model, tokenizer, held_out, reference=sft, **kwargs)
     comparison = compare(before, after)
+    shown = held_out[: cfg.n_samples]
+    samples = [{"prompt": p[-1]["content"], "sft": tokenizer.decode(a, skip_special_tokens=True),
+                "ppo": tokenizer.decode(b, skip_special_tokens=True)}
+               for p, a, b in zip(shown, greedy_responses(sft, tokenizer, shown, cfg.eval_max_new_tokens),
+                                  greedy_responses(ppo, tokenizer, shown, cfg.eval_max_new_tokens))]
     summary = {f"{key}_{when}": result[key] for when, result in (("before", before), ("after", after))
                for key in ("score_mean", "kl_mean", "exact_match", "contains_answer", "response_length_mean", "eos_share")
                if key in result}
-    return {**summary, **comparison}
+    return {**summary, **comparison, "samples": samples}
 
 
 if __name__ == "__main__":

@@ -40,10 +40,13 @@ def copy_run(source: Path, target: Path) -> Path:
 
 def test_ppo_writes_models_that_reload_and_metrics(tuned, tmp_path):
     folder = copy_run(tuned, tmp_path / "r")
-    stage("ppo", folder)
+    stage("ppo", folder, "ppo.eval_steps=2", "ppo.n_samples=2", "run.report_to=[tensorboard]")
     out = folder / "ppo"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["updates"] == 4 and metrics["episodes"] == 16 and len(metrics["history"]) == 4
+    assert ["held_out_score" in h for h in metrics["history"]] == [False, True, False, True]
+    assert len(metrics["samples"]) == 2 and set(metrics["samples"][0]) == {"prompt", "sft", "ppo"}
+    assert list((out / "runs").glob("events.out.tfevents.*"))
     for key in ("score", "kl", "entropy", "policy_clip_fraction", "value_clip_fraction", "value_loss", "approx_kl",
                 "ratio", "response_length", "eos_share", "episodes_per_second", "kl_coef"):
         assert all(key in h for h in metrics["history"]), key
