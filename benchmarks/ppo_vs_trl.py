@@ -1,5 +1,5 @@
-"""Our PPO vs TRL 1.12.0's `trl.experimental.ppo.PPOTrainer` (removed in TRL 1.13): episodes/s, peak memory,
-reward gain per 1,000 episodes and the KL it was reached at.
+"""Our PPO vs TRL 1.12.0's `trl.experimental.ppo.PPOTrainer` (removed in TRL 1.13), with TRL 1.16's RLOOTrainer
+beside them: episodes/s, peak memory, reward gain per 1,000 episodes and the KL it was reached at.
 
     python benchmarks/ppo_vs_trl.py [--run runs/tiny] [--episodes 256] [--repeats 2]
 
@@ -15,8 +15,11 @@ response it counted as ending before it) and bootstraps from the value there; ou
 inside the policy mask, and scores a finished response with the chat template's suffix after EOS, as the reward
 model was trained. Prompt order is each side's own seeded shuffle. KL is the batch mean of the per-response sum of
 k1 over response tokens on both sides (TRL's `objective/kl`). Score gain: `gain_per_1000` (rollout scores of the
-last quarter of updates against the first quarter's); noisy on few updates. RLOO (TRL 1.16's current alternative)
-is not measured yet.
+last quarter of updates against the first quarter's); noisy on few updates. RLOO (TRL 1.16's current alternative,
+`peers/rloo_trl116.py`) runs beside them as the alternative users of current TRL would pick: a different
+algorithm (no value model, a leave-one-out baseline over 4 completions per prompt, one optimizer step per batch of
+completions), with the same policy, reward model, prompts, response length, temperature, β, learning rate and
+threads; an episode there is one completion, and its KL is its per-token KL × mean completion length.
 """
 
 from __future__ import annotations
@@ -87,15 +90,17 @@ def main() -> None:
     peer_python = str(PEERS / ".venv-trl112" / "bin" / "python")
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or build_run(Path(tmp) / "run")
-        ours, trl = [], []
-        for i in range(args.repeats):  # alternating, so drift in machine load hits both sides alike
+        ours, trl, rloo = [], [], []
+        for i in range(args.repeats):  # alternating, so drift in machine load hits every side alike
             ours.append(side(sys.executable, PEERS / "ours_ppo.py", run, args, Path(tmp) / f"ours{i}.json"))
             trl.append(side(peer_python, PEERS / "trl112_ppo.py", run, args, Path(tmp) / f"trl{i}.json"))
-    rows = [row("ours (pipeline.rl.PPOTrainer)", ours), row("TRL 1.12.0 PPOTrainer", trl)]
+            rloo.append(side(sys.executable, PEERS / "rloo_trl116.py", run, args, Path(tmp) / f"rloo{i}.json"))
+    rows = [row("ours (pipeline.rl.PPOTrainer)", ours), row("TRL 1.12.0 PPOTrainer", trl),
+            row("TRL 1.16 RLOOTrainer (4 completions per prompt, no value model; not the same algorithm)", rloo)]
     print(f"\n{rows[0]['episodes']} episodes, batch {args.batch_size}, {args.mini_batches} mini-batches, "
           f"{args.ppo_epochs} PPO epochs, {args.response_length} new tokens, lr {args.learning_rate}, β {args.kl_coef}, "
           f"{args.threads} torch thread(s), median of {args.repeats}")
-    print("| trainer | episodes/s | vs TRL 1.12 | peak RSS MB | score gain / 1k episodes | KL at the end |")
+    print("| trainer | episodes/s | vs TRL 1.12 PPO | peak RSS MB | score gain / 1k episodes | KL at the end |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['name']} | {r['episodes_per_second']:.1f} | {r['episodes_per_second'] / rows[1]['episodes_per_second']:.2f}× "
