@@ -62,12 +62,14 @@ def main() -> None:
                            kl_coef=args.kl_coef, learning_rate=args.learning_rate, missing_eos_penalty=0.0)
     updates = math.ceil(args.episodes / args.batch_size)
     trainer = PPOTrainer(settings, policy, copy.deepcopy(reward_model), reward_model, tokenizer, reference=reference,
-                         total_updates=updates)
+                         total_updates=updates, seed=args.seed)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     order, history = PromptOrder(len(prompts), args.seed), []
     start = time.perf_counter()
     for update in range(updates):
-        history.append(trainer.step([prompts[i] for i in order.take(update * args.batch_size, args.batch_size)]))
+        first = update * args.batch_size  # the update's first episode in the run
+        history.append(trainer.step([prompts[i] for i in order.take(first, args.batch_size)],
+                                    list(range(first, first + args.batch_size))))
     seconds = time.perf_counter() - start
     result = {"episodes": updates * args.batch_size, "updates": updates, "seconds": round(seconds, 3),
               "episodes_per_second": updates * args.batch_size / seconds,

@@ -20,25 +20,32 @@ def _bool_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return mask.to(device=x.device, dtype=torch.bool).expand_as(x)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None, all_reduce=None) -> torch.Tensor:
     """Mean of `x` over the entries where `mask` is True, over all of them (`dim=None`) or along `dim`.
+    `all_reduce` (a function summing a tensor over processes, e.g. `accelerator.reduce`) makes the mean over the
+    entries of every process (`dim=None` only).
 
     An all-masked reduction gives nan (0/0), as an empty mean should; callers that can meet one must check.
     """
     mask = _bool_mask(mask, x)
     kept = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
     if dim is None:
+        if all_reduce is not None:
+            total, count = all_reduce(torch.stack([kept.sum(), mask.sum().to(x.dtype)]))
+            return total / count
         return kept.sum() / mask.sum()
     return kept.sum(dim) / mask.sum(dim)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of the masked entries of `x` (all of them together), with Bessel's n/(n-1) when `unbiased`."""
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True, all_reduce=None) -> torch.Tensor:
+    """Variance of the masked entries of `x` (all of them together, of every process with `all_reduce`), with
+    Bessel's n/(n-1) when `unbiased`."""
     mask = _bool_mask(mask, x)
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    mean = masked_mean(x, mask, all_reduce=all_reduce)
+    var = masked_mean((x - mean) ** 2, mask, all_reduce=all_reduce)
     if unbiased:
-        count = int(mask.sum())
+        count = mask.sum()
+        count = int(all_reduce(count.to(x.dtype)) if all_reduce is not None else count)
         if count < 2:
             raise ValueError(
                 f"unbiased variance needs at least 2 valid entries, got {count} "
@@ -48,11 +55,12 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x - mean) / sqrt(var + 1e-8) over the masked entries; the mean is added back when `shift_mean` is False
-    (TRL's reward whitening keeps the rewards' sign that way). Masked entries of the result are 0."""
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, all_reduce=None) -> torch.Tensor:
+    """(x - mean) / sqrt(var + 1e-8) over the masked entries (of every process with `all_reduce`); the mean is
+    added back when `shift_mean` is False (TRL's reward whitening keeps the rewards' sign that way). Masked
+    entries of the result are 0."""
     mask = _bool_mask(mask, x)
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    mean, var = masked_mean(x, mask, all_reduce=all_reduce), masked_var(x, mask, all_reduce=all_reduce)
     whitened = (x - mean) * torch.rsqrt(var + WHITEN_EPS)
     if not shift_mean:
         whitened = whitened + mean

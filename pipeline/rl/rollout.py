@@ -72,17 +72,48 @@ def response_logits(logits: torch.Tensor, prompt_width: int, temperature: float)
     return logits[:, prompt_width - 1: -1] / temperature
 
 
+def episode_generators(seed: int, episodes: list[int], device) -> list[torch.Generator]:
+    """One random generator per episode, seeded by (run seed, the episode's index in the run)."""
+    return [torch.Generator(device=device).manual_seed(seed * 1_000_003 + episode) for episode in episodes]
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """`probs` (B, V) with only the smallest set of most likely tokens whose mass reaches `top_p`, renormalised."""
+    if top_p >= 1.0:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the mass before a token already reaches top_p
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return kept / kept.sum(-1, keepdim=True)
+
+
 @torch.no_grad()
 def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens: int, temperature: float,
-                     top_p: float) -> torch.Tensor:
-    """Sampled responses (B, R), KV-cached `generate`, R = max_new_tokens (shorter rows end in pad)."""
-    out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=temperature,
-                          top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, min_new_tokens=1,
-                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    responses = out[:, prompt_ids.shape[1]:]
-    if responses.shape[1] < max_new_tokens:  # every row stopped early: pad to the fixed width
-        pad = responses.new_full((len(responses), max_new_tokens - responses.shape[1]), tokenizer.pad_token_id)
-        responses = torch.cat([responses, pad], dim=1)
+                     top_p: float, generators: list[torch.Generator]) -> torch.Tensor:
+    """Sampled responses (B, R = max_new_tokens), with the KV cache; rows that reached EOS continue as pad.
+
+    Each row draws its tokens from its own generator (`episode_generators`), so a response depends on its prompt
+    and its episode's seed only, not on the batch or the process it was sampled in: a run on N processes samples
+    what one process would (up to the floating-point effects of a different padding)."""
+    batch, pad, eos = len(prompt_ids), tokenizer.pad_token_id, tokenizer.eos_token_id
+    mask = prompt_mask
+    positions = position_ids(mask)[:, -1:]
+    out = policy(input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
+    done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+    responses = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=prompt_ids.device)
+    for step in range(max_new_tokens):
+        probs = nucleus(torch.softmax(out.logits[:, -1].float() / temperature, dim=-1), top_p)
+        tokens = torch.cat([torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(batch)])
+        tokens = torch.where(done, torch.full_like(tokens, pad), tokens)
+        responses[:, step] = tokens
+        done |= tokens == eos
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        positions = positions + 1
+        out = policy(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=positions,
+                     cache=out.cache, use_cache=True)
     return responses
 
 
@@ -121,12 +152,13 @@ def sequence_scores(reward_model, query_responses, attention_mask) -> torch.Tens
 
 @torch.no_grad()
 def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int,
-            temperature: float, top_p: float) -> Rollout:
+            temperature: float, top_p: float, generators: list[torch.Generator]) -> Rollout:
     """Sample a response per prompt and score it: log-probabilities under the policy and the reference, values
     and the reward model's score. `reference=None`: the policy is a peft model whose adapter-disabled base is
-    the reference."""
+    the reference. `generators`: one per prompt (`episode_generators`)."""
     policy = policy_and_value.policy
-    responses = sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens, temperature, top_p)
+    responses = sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens, temperature, top_p,
+                                 generators)
     responses, lengths, ended = truncate_after_eos(responses, tokenizer.eos_token_id, tokenizer.pad_token_id)
     query_responses = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask(lengths, responses.shape[1]).long()], dim=1)

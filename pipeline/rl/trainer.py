@@ -33,7 +33,15 @@ from pipeline.rl.kl_control import AdaptiveKLController, FixedKLController
 from pipeline.rl.losses import policy_loss, value_loss
 from pipeline.rl.masked import masked_entropy_from_logits, masked_whiten
 from pipeline.rl.responses import penalise_missing_eos
-from pipeline.rl.rollout import PolicyAndValue, Rollout, collect, encode_prompts, response_logits, token_logprobs
+from pipeline.rl.rollout import (
+    PolicyAndValue,
+    Rollout,
+    collect,
+    encode_prompts,
+    episode_generators,
+    response_logits,
+    token_logprobs,
+)
 
 
 class PPOError(ValueError):
@@ -86,13 +94,13 @@ class PPOTrainer:
     """Policy + value model trained with PPO against a frozen reward model (see the module docstring)."""
 
     def __init__(self, settings: PPOSettings, policy, value_model, reward_model, tokenizer, reference=None,
-                 total_updates: int = 1, mixed_precision: str = "no"):
+                 total_updates: int = 1, mixed_precision: str = "no", seed: int = 0):
         from accelerate import Accelerator
 
         settings.check_ppo()
         accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
                                   gradient_accumulation_steps=settings.gradient_accumulation_steps)
-        self.settings, self.accelerator, self.tokenizer = settings, accelerator, tokenizer
+        self.settings, self.accelerator, self.tokenizer, self.seed = settings, accelerator, tokenizer, seed
         model = PolicyAndValue(policy, value_model)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
                                       weight_decay=0.0, fused=True)  # transformers' defaults (TRL 1.12 too): eps 1e-8, no decay; one fused kernel
@@ -110,10 +118,11 @@ class PPOTrainer:
     def unwrapped(self) -> PolicyAndValue:
         return self.accelerator.unwrap_model(self.model)
 
-    def step(self, prompts: list[list[dict]]) -> dict:
-        """One PPO update on this process's `prompts`; returns its metrics (also checked for sanity)."""
+    def step(self, prompts: list[list[dict]], episodes: list[int]) -> dict:
+        """One PPO update on this process's `prompts`, whose indices in the run (over all processes) are
+        `episodes` (they seed the sampling); returns the update's metrics (also checked for sanity)."""
         start = time.perf_counter()
-        rollout = self.rollout(prompts)
+        rollout = self.rollout(prompts, episodes)
         advantages, returns, stats = self.advantages(rollout)
         stats.update(self.update(rollout, advantages, returns))
         self.kl_control.update(stats["kl"], n_steps=len(prompts) * self.accelerator.num_processes)
@@ -123,12 +132,13 @@ class PPOTrainer:
         self.check(stats)
         return stats
 
-    def rollout(self, prompts: list[list[dict]]) -> Rollout:
+    def rollout(self, prompts: list[list[dict]], episodes: list[int]) -> Rollout:
         ids, mask = encode_prompts(self.tokenizer, prompts, self.accelerator.device)
         self.unwrapped.eval()
         s = self.settings
         return collect(self.unwrapped, self.reference, self.reward_model, self.tokenizer, ids, mask,
-                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p)
+                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                       generators=episode_generators(self.seed, episodes, self.accelerator.device))
 
     def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Shaped scores, per-token rewards, GAE; plus the rollout's statistics (gathered over processes)."""
@@ -138,10 +148,11 @@ class PPOTrainer:
         scores = scores - s.length_penalty * rollout.lengths.to(scores.dtype)
         kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, s.kl_estimator)
         rewards = token_rewards(scores, kl, self.kl_control.value, rollout.lengths)
+        everywhere = self.all_reduce  # statistics over the whole batch, all processes together
         if s.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
+            rewards = masked_whiten(rewards, mask, shift_mean=False, all_reduce=everywhere)
         advantages, returns = gae(rewards, rollout.values, mask, s.gamma, s.lam)
-        advantages = masked_whiten(advantages, mask)
+        advantages = masked_whiten(advantages, mask, all_reduce=everywhere)
         kl_per_response = torch.where(mask, kl, 0.0).sum(1)
         gathered = self.accelerator.gather(torch.stack([
             rollout.scores, scores, kl_per_response, rollout.lengths.float(), rollout.ended.float(),
@@ -158,23 +169,33 @@ class PPOTrainer:
         for _ in range(s.ppo_epochs):
             order = torch.randperm(len(rollout.responses), device=rollout.responses.device)
             for first in range(0, len(order), s.mini_batch_size):
-                for part in order[first: first + s.mini_batch_size].split(micro):
+                mini_batch = order[first: first + s.mini_batch_size]
+                tokens = self.all_reduce(rollout.lengths[mini_batch].sum().float())  # of the global mini-batch
+                for part in mini_batch.split(micro):
                     with self.accelerator.accumulate(self.model):
-                        stats = self.micro_step(rollout.select(part), advantages[part], returns[part])
+                        stats = self.micro_step(rollout.select(part), advantages[part], returns[part], tokens)
                     for key, value in stats.items():
                         totals[key] = totals.get(key, 0.0) + value
                     count += 1
         self.scheduler.step()
         return {key: value / count for key, value in totals.items()}
 
-    def micro_step(self, batch: Rollout, advantages, returns) -> dict:
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of `tensor` over all processes."""
+        return self.accelerator.reduce(tensor, reduction="sum") if self.accelerator.num_processes > 1 else tensor
+
+    def micro_step(self, batch: Rollout, advantages, returns, mini_batch_tokens: torch.Tensor) -> dict:
+        """Forward, loss and backward on one micro-batch. The losses are token means; each is weighted by its
+        share of the global mini-batch's tokens (× processes × micro-batches, which DDP and accumulation divide
+        out again), so the gradient is the token mean over the whole mini-batch whatever its split."""
         s, mask = self.settings, batch.mask
         logits, values = self.model(batch.query_responses, batch.attention_mask)
         logits = response_logits(logits, batch.prompt_width, s.temperature)
         values = values[:, batch.prompt_width - 1: -1].float()
         policy = policy_loss(token_logprobs(logits, batch.responses), batch.logprobs, advantages, mask, s.clip_range)
         value = value_loss(values, batch.values, returns, mask, s.clip_range_value)
-        loss = policy["loss"] + s.vf_coef * value["loss"]
+        share = batch.lengths.sum() * self.accelerator.num_processes * s.gradient_accumulation_steps / mini_batch_tokens
+        loss = (policy["loss"] + s.vf_coef * value["loss"]) * share
         self.accelerator.backward(loss)
         if self.accelerator.sync_gradients:
             self.accelerator.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)

@@ -75,7 +75,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     per_update = cfg.rollout_batch_size * state.num_processes
     total_updates = max(1, cfg.total_episodes // per_update)
     trainer = PPOTrainer(cfg, policy, value_model, reward_model, tokenizer, reference=reference,
-                         total_updates=total_updates, mixed_precision=mixed_precision(cfg.precision))
+                         total_updates=total_updates, mixed_precision=mixed_precision(cfg.precision), seed=run.seed)
     out = run.stage_dir(NAME)
     history = resume(trainer, run)
     order = PromptOrder(len(prompts), run.seed)
@@ -83,7 +83,8 @@ def run(cfg: Config, run: RunDir) -> dict:
     try:
         while trainer.step_count < total_updates:
             start = (trainer.step_count * state.num_processes + state.process_index) * cfg.rollout_batch_size
-            stats = trainer.step([prompts[i] for i in order.take(start, cfg.rollout_batch_size)])
+            episodes = list(range(start, start + cfg.rollout_batch_size))
+            stats = trainer.step([prompts[i] for i in order.take(start, cfg.rollout_batch_size)], episodes)
             if cfg.eval_steps and trainer.step_count % cfg.eval_steps == 0:
                 stats.update(held_out_scores(cfg, trainer, reward_model, tokenizer, held_out))
             history.append(stats)

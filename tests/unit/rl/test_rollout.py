@@ -34,3 +34,12 @@ def test_token_logprobs_by_hand():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]]]))
     got = token_logprobs(logits, torch.tensor([[0, 2]]))
     assert torch.allclose(got, torch.log(torch.tensor([[0.5, 0.7]])))
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    from pipeline.rl.rollout import nucleus
+
+    probs = torch.tensor([[0.2, 0.5, 0.3]])
+    assert torch.allclose(nucleus(probs, 0.7), torch.tensor([[0.0, 0.625, 0.375]]))
+    assert torch.allclose(nucleus(probs, 0.5), torch.tensor([[0.0, 1.0, 0.0]]))
+    assert torch.equal(nucleus(probs, 1.0), probs)

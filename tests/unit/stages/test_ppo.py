@@ -139,17 +139,24 @@ def test_missing_sft_is_refused(tuned, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_share_the_episodes(tuned, tmp_path):
-    """Under `accelerate launch` with 2 CPU ranks, each rank answers its own prompts and DDP averages the
-    gradients: 2 ranks x 2 prompts per update = 4 episodes per update, one model written."""
-    folder = copy_run(tuned, tmp_path / "r")
+def test_two_processes_make_the_same_first_update_as_one(tuned, tmp_path):
+    """2 ranks x 2 prompts = 1 rank x 4 prompts: the same episodes (sampling is seeded per episode, not per rank),
+    advantages whitened over both ranks, the loss a token mean over the global mini-batch; so the same model."""
+    one, two = copy_run(tuned, tmp_path / "one"), copy_run(tuned, tmp_path / "two")
+    update = ["ppo.ppo_epochs=1", "ppo.total_episodes=4", "ppo.save_steps=0", "ppo.eval_dataset="]
+    stage("ppo", one, "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4", *update)
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                             "recipes/accelerate/cpu_2proc.yaml", "-m", "pipeline.stages.ppo", "--run", str(folder),
-                             "ppo.rollout_batch_size=2", "ppo.mini_batch_size=1", "ppo.total_episodes=8"],
+                             "recipes/accelerate/cpu_2proc.yaml", "-m", "pipeline.stages.ppo", "--run", str(two),
+                             "ppo.rollout_batch_size=2", "ppo.mini_batch_size=2", *update],
                             cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((folder / "ppo" / "metrics.json").read_text())
-    assert (metrics["num_processes"], metrics["updates"], metrics["episodes"]) == (2, 2, 8)
-    assert [h["step"] for h in metrics["history"]] == [1, 2]
-    AutoModelForCausalLM.from_pretrained(folder / "ppo" / "final")
+    a = json.loads((one / "ppo" / "metrics.json").read_text())
+    b = json.loads((two / "ppo" / "metrics.json").read_text())
+    assert (a["num_processes"], b["num_processes"]) == (1, 2) and a["episodes"] == b["episodes"] == 4
+    for key in ("score", "kl", "response_length", "eos_share", "value_mean"):  # gathered over the ranks
+        assert b["history"][0][key] == pytest.approx(a["history"][0][key], rel=1e-4, abs=1e-5), key
+    wa, wb = load_file(one / "ppo" / "final" / "model.safetensors"), load_file(two / "ppo" / "final" / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
+    sft = load_file(one / "sft" / "final" / "model.safetensors")
+    assert any(not torch.equal(sft[k], wa[k]) for k in sft)  # the update did change the policy
