@@ -25,6 +25,14 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"precision: expected auto, fp32, bf16 or fp16, got {precision!r}")
 
 
+def resolve_precision(precision: str) -> str:
+    """fp32, bf16 or fp16 for a recipe's `precision`: auto is bf16 on a GPU that has it, fp32 elsewhere (on CPU,
+    so that the saved model and the one trained agree)."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return precision
+
+
 def held_out(ds, split: str = "validation"):
     """The split to compute validation loss on, or None when the dataset has none (or an empty one)."""
     return ds[split] if split in ds and len(ds[split]) else None
@@ -34,9 +42,7 @@ def runtime_args(cfg, run: RunDir, stage: str, evaluate: bool = True):
     """The recipe's config plus what only the run decides: folder, seed, trackers, precision, device;
     `evaluate=False` (no validation data) turns periodic evaluation off."""
     gpu = torch.cuda.is_available()
-    precision = cfg.precision
-    if precision == "auto":  # bf16 where the GPU has it; fp32 on CPU, so saved and trained models agree
-        precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
+    precision = resolve_precision(cfg.precision)
     return dataclasses.replace(cfg, output_dir=str(run.stage_dir(stage)), seed=run.seed, data_seed=run.seed,
                                report_to=run.report_to, bf16=precision == "bf16", fp16=precision == "fp16",
                                use_cpu=not gpu, **({} if evaluate else {"eval_strategy": "no"}))

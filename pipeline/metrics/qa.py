@@ -122,24 +122,47 @@ def qa_floors(qa) -> dict:
     return floors
 
 
+def prompt_ids(tokenizer, prompt: list[dict]) -> list[int]:
+    """The chat-template token ids of a conversation, ending with the assistant header (generation prompt)."""
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+
+def cut_at_eos(ids: list[int], eos_token_id: int) -> list[int]:
+    """`ids` up to and including the first `eos_token_id`; all of `ids` when there is none."""
+    return ids[:ids.index(eos_token_id) + 1] if eos_token_id in ids else ids
+
+
 @torch.no_grad()
-def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 32,
-                     batch_size: int = 32) -> list[str]:
-    """Greedy replies to conversational prompts, batched with left padding; stops at the chat EOS."""
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+def greedy_responses(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 32,
+                     batch_size: int = 32) -> list[list[int]]:
+    """Greedy responses to conversational prompts, as token ids up to and including the first EOS
+    (`tokenizer.eos_token_id`); a response that met no EOS is all `max_new_tokens` generated ids (a row only
+    stops early by ending, so nothing in it is padding). Batched with left padding and an attention mask; the
+    model runs in eval mode and gets its training flag back."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    training, responses = model.training, []
     model.eval()
-    replies = []
     try:
         for start in range(0, len(prompts), batch_size):
-            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                     for p in prompts[start:start + batch_size]]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-            replies += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            rows = [prompt_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
+            width = max(map(len, rows))
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 do_sample=False, eos_token_id=eos, pad_token_id=pad)
+            responses += [cut_at_eos(row, eos) for row in out[:, width:].tolist()]
     finally:
-        tokenizer.padding_side = side
-    return [r.strip() for r in replies]
+        model.train(training)
+    return responses
+
+
+def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 32,
+                     batch_size: int = 32) -> list[str]:
+    """The text of `greedy_responses`, special tokens dropped, stripped."""
+    return [tokenizer.decode(r, skip_special_tokens=True).strip()
+            for r in greedy_responses(model, tokenizer, prompts, max_new_tokens, batch_size)]
 
 
 def score_qa(model, tokenizer, qa, max_new_tokens: int = 32) -> dict:

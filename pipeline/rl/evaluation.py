@@ -37,7 +37,13 @@ import math
 import numpy as np
 import torch
 
-from pipeline.metrics.qa import generate_replies, score_replies
+from pipeline.metrics.qa import (  # noqa: F401 (cut_at_eos: public here too)
+    cut_at_eos,
+    generate_replies,
+    greedy_responses,
+    prompt_ids,
+    score_replies,
+)
 from pipeline.rl.rollout import scoring_suffix
 
 Z95 = 1.96  # two-sided 95% normal quantile for the paired confidence intervals
@@ -67,42 +73,11 @@ def _eval_mode(*models):
             m.train(flag)
 
 
-def prompt_ids(tokenizer, prompt: list[dict]) -> list[int]:
-    """The chat-template token ids of a conversation, ending with the assistant header (generation prompt)."""
-    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-    return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-
-
 def _check(prompts, responses=None):
     if not prompts:
         raise EvaluationError("no prompts to evaluate")
     if responses is not None and len(responses) != len(prompts):
         raise EvaluationError(f"{len(prompts)} prompts but {len(responses)} responses")
-
-
-def cut_at_eos(ids: list[int], eos_token_id: int) -> list[int]:
-    """`ids` up to and including the first `eos_token_id`; all of `ids` when there is none."""
-    return ids[:ids.index(eos_token_id) + 1] if eos_token_id in ids else ids
-
-
-def greedy_responses(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
-                     batch_size: int = 32) -> list[list[int]]:
-    """Greedy responses to conversational prompts, as token ids up to and including the first EOS
-    (`tokenizer.eos_token_id`); a response that met no EOS is all `max_new_tokens` generated ids (a row only
-    stops early by ending, so nothing in it is padding). Batched with left padding and an attention mask."""
-    _check(prompts)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    responses = []
-    with _eval_mode(model):
-        for start in range(0, len(prompts), batch_size):
-            rows = [prompt_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
-            width = max(map(len, rows))
-            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=_device(model))
-            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=_device(model))
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, eos_token_id=eos, pad_token_id=pad)
-            responses += [cut_at_eos(row, eos) for row in out[:, width:].tolist()]
-    return responses
 
 
 def _right_padded(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +168,8 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[list[dict]], res
 def evaluate_policy(policy, reward_model, tokenizer, prompts: list[list[dict]], qa=None, reference=None,
                     max_new_tokens: int = 32, batch_size: int = 32) -> dict:
     """The numbers of the module docstring for `policy` on `prompts` (and on `qa`'s rows when given):
-    {"score_mean", "score_std", "scores", "kl_mean", "kl", "response_length_mean", "eos_share",
+    {"score_mean", "score_std", "scores", "responses" (the greedy token ids), "kl_mean", "kl",
+     "response_length_mean", "eos_share",
      "exact_match", "contains_answer", "hits"}. "kl_mean"/"kl" are left out when there is no reference
     (`reference=None` and a policy that is not a peft model); the QA keys when `qa` is None."""
     _check(prompts)
@@ -201,15 +177,14 @@ def evaluate_policy(policy, reward_model, tokenizer, prompts: list[list[dict]], 
     scores = reward_scores(reward_model, tokenizer, prompts, responses, batch_size)
     eos = tokenizer.eos_token_id
     result = {"score_mean": float(scores.mean()), "score_std": float(scores.std()), "scores": scores.tolist(),
+              "responses": responses,
               "response_length_mean": float(np.mean([len(r) for r in responses])),
               "eos_share": float(np.mean([bool(r) and r[-1] == eos for r in responses]))}
     if reference is not None or _is_peft(policy):
         kl = kl_to_reference(policy, reference, tokenizer, prompts, responses, batch_size)
         result.update(kl_mean=float(kl.mean()), kl=kl.tolist())
     if qa is not None:
-        with _eval_mode(policy):
-            replies = generate_replies(policy, tokenizer, list(qa["prompt"]), max_new_tokens, batch_size)
-        scored = score_replies(replies, qa)
+        scored = score_replies(generate_replies(policy, tokenizer, list(qa["prompt"]), max_new_tokens, batch_size), qa)
         result.update(exact_match=scored["exact_match"], contains_answer=scored["contains_answer"],
                       hits=[bool(h) for h in scored["hits"]])
     return result

@@ -24,7 +24,6 @@ import random
 import shutil
 from dataclasses import dataclass, field
 
-import torch
 from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -32,7 +31,7 @@ from pipeline.artifacts import RunDir, replace_dir
 from pipeline.errors import PipelineError
 from pipeline.models.loading import is_adapter, load_causal_lm
 from pipeline.rl.trainer import PPOError, PPOSettings, PPOTrainer
-from pipeline.trainers import check_precision
+from pipeline.trainers import check_precision, resolve_precision
 
 NAME, NEEDS = "ppo", ("data", "sft", "reward")
 HEADLINE = ("score_gain", "kl_after", "exact_match_after", "exact_match_before", "episodes_per_second")
@@ -74,8 +73,9 @@ def run(cfg: Config, run: RunDir) -> dict:
     value_model = copy.deepcopy(reward_model)
     per_update = cfg.rollout_batch_size * state.num_processes
     total_updates = max(1, cfg.total_episodes // per_update)
+    precision = resolve_precision(cfg.precision)
     trainer = PPOTrainer(cfg, policy, value_model, reward_model, tokenizer, reference=reference,
-                         total_updates=total_updates, mixed_precision=mixed_precision(cfg.precision), seed=run.seed)
+                         total_updates=total_updates, mixed_precision="no" if precision == "fp32" else precision, seed=run.seed)
     out = run.stage_dir(NAME)
     history = resume(trainer, run)
     order = PromptOrder(len(prompts), run.seed)
@@ -168,12 +168,6 @@ def load_policy(path):
     return policy, reference
 
 
-def mixed_precision(precision: str) -> str:
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-
-
 class PromptOrder:
     """A seeded permutation of the prompts per pass; position k of the run is `take(k, 1)`, so a resumed run
     (which knows only its update count) continues with exactly the prompts it would have seen."""
@@ -229,20 +223,17 @@ def progress_line(stats: dict, total: int) -> str:
 
 def final_evaluation(cfg: Config, run: RunDir, tokenizer, reward_model, held_out, qa, out) -> dict:
     """The SFT and the PPO policy side by side (pipeline.rl.evaluation), on the main process."""
-    from pipeline.rl.evaluation import compare, evaluate_policy, greedy_responses
+    from pipeline.rl.evaluation import compare, evaluate_policy
 
-    sft = load_causal_lm(run.final("sft"))
-    ppo = load_causal_lm(out / "final")
-    reward_model = reward_model.cpu() if not torch.cuda.is_available() else reward_model
+    sft = load_causal_lm(run.final("sft")).to(reward_model.device)
+    ppo = load_causal_lm(out / "final").to(reward_model.device)
     kwargs = dict(qa=qa, max_new_tokens=cfg.eval_max_new_tokens)
     before = evaluate_policy(sft, reward_model, tokenizer, held_out, reference=sft, **kwargs)
     after = evaluate_policy(ppo, reward_model, tokenizer, held_out, reference=sft, **kwargs)
     comparison = compare(before, after)
-    shown = held_out[: cfg.n_samples]
     samples = [{"prompt": p[-1]["content"], "sft": tokenizer.decode(a, skip_special_tokens=True),
                 "ppo": tokenizer.decode(b, skip_special_tokens=True)}
-               for p, a, b in zip(shown, greedy_responses(sft, tokenizer, shown, cfg.eval_max_new_tokens),
-                                  greedy_responses(ppo, tokenizer, shown, cfg.eval_max_new_tokens))]
+               for p, a, b in zip(held_out[: cfg.n_samples], before["responses"], after["responses"])]
     summary = {f"{key}_{when}": result[key] for when, result in (("before", before), ("after", after))
                for key in ("score_mean", "kl_mean", "exact_match", "contains_answer", "response_length_mean", "eos_share")
                if key in result}
