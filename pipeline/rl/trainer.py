@@ -12,6 +12,15 @@ Implementation Details of RLHF with PPO" (Huang et al. 2024), built from the fun
    clipped policy loss + `vf_coef` × clipped value loss, gradient clipping, one optimizer step per mini-batch;
 5. β follows a fixed or adaptive KL controller (updated with the batch's mean KL per response).
 
+Metrics of an update (`step`). Over the batch of every process, means per episode of: `score` (the reward
+model's score), `shaped_score` (after the EOS and length terms), `kl` (Σ over the response's tokens of the
+per-token estimator, k1 or k3, at the sampling temperature), `response_length` (tokens up to and including the
+EOS), `eos_share` (1 if the response has an EOS), `value_mean` (mean rollout value over its tokens). On this
+process, means over all micro-batches of the update of: `policy_loss`, `value_loss` (`pipeline.rl.losses`),
+`policy_clip_fraction`, `value_clip_fraction`, `approx_kl` (mean ½(log ratio)²), `ratio` and `entropy` (mean
+per-token entropy of the temperature-scaled policy), each a token mean within its micro-batch. Also `kl_coef`
+(β after the update), `learning_rate` and `episodes_per_second` (episodes of all processes / the step's wall time).
+
 One `PPOTrainer.step(prompts)` is one such update on this process's prompts; under `accelerate launch` every
 process runs it on its own prompts and DDP averages the gradients. `save`/`load` checkpoint everything a run
 needs to continue exactly: models, optimizer, scheduler, RNG states (accelerate), KL controller and step.
@@ -90,6 +99,16 @@ class PPOSettings:
             raise ValueError("missing_eos_penalty: expected <= 0" if self.missing_eos_penalty > 0 else "length_penalty: expected >= 0")
 
 
+def episode_statistics(rollout: Rollout, shaped_scores: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-episode numbers (B,) whose means over the batch of every process are an update's rollout metrics
+    (see the module docstring)."""
+    mask = rollout.mask
+    return {"score": rollout.scores, "shaped_score": shaped_scores,
+            "kl": torch.where(mask, kl, 0.0).sum(1), "response_length": rollout.lengths.float(),
+            "eos_share": rollout.ended.float(),
+            "value_mean": torch.where(mask, rollout.values, 0.0).sum(1) / rollout.lengths}
+
+
 class PPOTrainer:
     """Policy + value model trained with PPO against a frozen reward model (see the module docstring)."""
 
@@ -153,13 +172,10 @@ class PPOTrainer:
             rewards = masked_whiten(rewards, mask, shift_mean=False, all_reduce=everywhere)
         advantages, returns = gae(rewards, rollout.values, mask, s.gamma, s.lam)
         advantages = masked_whiten(advantages, mask, all_reduce=everywhere)
-        kl_per_response = torch.where(mask, kl, 0.0).sum(1)
-        gathered = self.accelerator.gather(torch.stack([
-            rollout.scores, scores, kl_per_response, rollout.lengths.float(), rollout.ended.float(),
-            torch.where(mask, rollout.values, 0.0).sum(1) / rollout.lengths]))
-        gathered = gathered.reshape(self.accelerator.num_processes, 6, -1).transpose(0, 1).reshape(6, -1)
-        names = ("score", "shaped_score", "kl", "response_length", "eos_share", "value_mean")
-        return advantages, returns, {name: float(row.mean()) for name, row in zip(names, gathered)}
+        per_episode = episode_statistics(rollout, scores, kl)
+        gathered = self.accelerator.gather(torch.stack(list(per_episode.values())))  # (processes × names, B)
+        gathered = gathered.reshape(self.accelerator.num_processes, len(per_episode), -1).transpose(0, 1)
+        return advantages, returns, {name: float(row.mean()) for name, row in zip(per_episode, gathered)}
 
     def update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
         """`ppo_epochs` passes of shuffled mini-batches; means of the per-micro-batch statistics."""

@@ -13,8 +13,8 @@ update count; a killed run resumes from the last one. Writes `<run>/ppo/final/` 
 
 At the end, the SFT policy and the PPO policy are evaluated side by side on the held-out prompts (mean reward-
 model score of greedy responses, exact KL to the reference along them) and on the world's held-out questions
-(strict exact match); `reward_hacking` is true when the score rose while strict exact match fell by more than
-its noise (`pipeline.rl.evaluation.compare`).
+(strict exact match, with its echo and majority floors); `reward_hacking` is true when the score rose while
+strict exact match fell by more than its noise (`pipeline.rl.evaluation.compare`).
 """
 
 from __future__ import annotations
@@ -223,6 +223,7 @@ def progress_line(stats: dict, total: int) -> str:
 
 def final_evaluation(cfg: Config, run: RunDir, tokenizer, reward_model, held_out, qa, out) -> dict:
     """The SFT and the PPO policy side by side (pipeline.rl.evaluation), on the main process."""
+    from pipeline.metrics.qa import qa_floors
     from pipeline.rl.evaluation import compare, evaluate_policy
 
     sft = load_causal_lm(run.final("sft")).to(reward_model.device)
@@ -237,7 +238,10 @@ def final_evaluation(cfg: Config, run: RunDir, tokenizer, reward_model, held_out
     summary = {f"{key}_{when}": result[key] for when, result in (("before", before), ("after", after))
                for key in ("score_mean", "kl_mean", "exact_match", "contains_answer", "response_length_mean", "eos_share")
                if key in result}
-    return {**summary, **comparison, "samples": samples}
+    floors = {}
+    if qa is not None:  # what echoing the question or the commonest answer per category would score
+        floors = {f"floor_{name}": result["exact_match"] for name, result in qa_floors(qa).items()}
+    return {**summary, **comparison, **floors, "samples": samples}
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from tests.conftest import kill_when, make_run, stage
 ROOT = Path(__file__).resolve().parents[3]
 PRETRAIN = {"model_size": "nano", "block_size": 64, "max_steps": 30, "per_device_train_batch_size": 8,
             "learning_rate": 0.005, "eval_steps": 30, "save_steps": 30, "n_samples": 0}
-SFT = {"max_steps": 10, "per_device_train_batch_size": 8, "eval_max_new_tokens": 4, "learning_rate": 0.002}
+SFT = {"max_steps": 10, "per_device_train_batch_size": 8, "eval_max_new_tokens": 8, "learning_rate": 0.002}
 REWARD = {"max_steps": 10, "per_device_train_batch_size": 8, "learning_rate": 0.001}
 PPO = {"rollout_batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6, "total_episodes": 16,
        "save_steps": 2, "save_total_limit": 5, "eval_max_new_tokens": 4, "eval_dataset": ""}
@@ -51,7 +51,7 @@ def test_ppo_writes_models_that_reload_and_metrics(tuned, tmp_path):
                 "ratio", "response_length", "eos_share", "episodes_per_second", "kl_coef"):
         assert all(key in h for h in metrics["history"]), key
     assert {"score_gain", "score_gain_ci95", "kl_after", "score_mean_before", "score_mean_after"} <= set(metrics)
-    assert "exact_match_after" not in metrics  # eval_dataset '' skips the questions
+    assert "exact_match_after" not in metrics and "floor_majority" not in metrics  # eval_dataset '' skips the questions
     policy = AutoModelForCausalLM.from_pretrained(out / "final")
     value = AutoModelForSequenceClassification.from_pretrained(out / "value")
     assert value.config.num_labels == 1
@@ -66,6 +66,20 @@ def launch(folder: Path) -> subprocess.Popen:
     log = open(folder.parent / f"{folder.name}.log", "a")
     return subprocess.Popen([sys.executable, "-m", "pipeline.stages.ppo", "--run", str(folder)], cwd=ROOT,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_sft_side_of_the_evaluation_matches_the_sft_stage(tuned, tmp_path):
+    """The PPO stage's "before" exact match and its floors are the SFT stage's own numbers on the same questions."""
+    folder = copy_run(tuned, tmp_path / "r")
+    stage("ppo", folder, "ppo.eval_dataset=qa_eval", "ppo.eval_max_new_tokens=8", "ppo.total_episodes=4",
+          "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4")
+    ppo = json.loads((folder / "ppo" / "metrics.json").read_text())
+    sft = json.loads((folder / "sft" / "metrics.json").read_text())
+    assert SFT["eval_max_new_tokens"] == 8
+    for key in ("exact_match", "contains_answer"):
+        assert ppo[f"{key}_before"] == sft[key], key
+    assert (ppo["floor_echo"], ppo["floor_majority"]) == (sft["floor_echo"], sft["floor_majority"])
+    assert ppo["qa_rows"] == sft["qa_rows"] and isinstance(ppo["reward_hacking"], bool)
 
 
 @pytest.mark.slow
