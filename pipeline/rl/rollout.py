@@ -38,10 +38,26 @@ class Rollout:
         return response_mask(self.lengths, self.responses.shape[1])
 
     def select(self, index: torch.Tensor) -> "Rollout":
-        """The episodes at `index` (a mini-batch), same prompt width."""
+        """The episodes at `index` (a mini-batch), without the columns that are padding in all of them
+        (`trim`)."""
         fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
         return Rollout(**{name: value[index] if isinstance(value, torch.Tensor) else value
-                          for name, value in fields.items()})
+                          for name, value in fields.items()}).trim()
+
+    def trim(self) -> "Rollout":
+        """The same episodes without the prompt columns left of the longest prompt and the response columns
+        after the longest response. Only the work changes: those columns are padding in every row, and
+        positions count from each row's first real token. Per-token tensors of the batch (advantages) are
+        cut to `responses.shape[1]` to match."""
+        first = int(self.attention_mask[:, : self.prompt_width].any(0).long().argmax())
+        width = int(self.lengths.max())
+        if first == 0 and width == self.responses.shape[1]:
+            return self
+        per_token = {name: getattr(self, name)[:, :width]
+                     for name in ("responses", "logprobs", "ref_logprobs", "values")}
+        end = self.prompt_width + width
+        return Rollout(self.query_responses[:, first:end], self.attention_mask[:, first:end], self.prompt_width - first,
+                       lengths=self.lengths, ended=self.ended, scores=self.scores, **per_token)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -72,6 +88,14 @@ def response_logits(logits: torch.Tensor, prompt_width: int, temperature: float)
     return logits[:, prompt_width - 1: -1] / temperature
 
 
+def response_forward(model, query_responses, attention_mask, response_width: int) -> torch.Tensor:
+    """A causal LM's logits (B, R, V) at the R columns that predict the response tokens (P-1 .. P+R-2), not
+    temperature-scaled. `logits_to_keep` spares the LM head the prompt columns."""
+    out = model(input_ids=query_responses, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                logits_to_keep=response_width + 1)
+    return out.logits[:, :-1]
+
+
 def episode_generators(seed: int, episodes: list[int], device) -> list[torch.Generator]:
     """One random generator per episode, seeded by (run seed, the episode's index in the run)."""
     return [torch.Generator(device=device).manual_seed(seed * 1_000_003 + episode) for episode in episodes]
@@ -90,8 +114,11 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens: int, temperature: float,
-                     top_p: float, generators: list[torch.Generator]) -> torch.Tensor:
+                     top_p: float, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled responses (B, R = max_new_tokens), with the KV cache; rows that reached EOS continue as pad.
+    Also the log-probability (B, R) of each sampled token under the temperature-scaled policy before the
+    nucleus cut (what `token_logprobs(response_logits(...))` computes from a full forward pass, up to
+    floating-point differences of the cached computation; 0 at pad).
 
     Each row draws its tokens from its own generator (`episode_generators`), so a response depends on its prompt
     and its episode's seed only, not on the batch or the process it was sampled in: a run on N processes samples
@@ -102,9 +129,12 @@ def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens:
     out = policy(input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
     done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
     responses = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=prompt_ids.device)
+    logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=prompt_ids.device)
     for step in range(max_new_tokens):
-        probs = nucleus(torch.softmax(out.logits[:, -1].float() / temperature, dim=-1), top_p)
+        log_probs = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
+        probs = nucleus(log_probs.exp(), top_p)
         tokens = torch.cat([torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(batch)])
+        logprobs[:, step] = torch.where(done, 0.0, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1))
         tokens = torch.where(done, torch.full_like(tokens, pad), tokens)
         responses[:, step] = tokens
         done |= tokens == eos
@@ -114,7 +144,7 @@ def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens:
         positions = positions + 1
         out = policy(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=positions,
                      cache=out.cache, use_cache=True)
-    return responses
+    return responses, logprobs
 
 
 def scoring_suffix(tokenizer) -> list[int]:
@@ -153,38 +183,39 @@ def sequence_scores(reward_model, query_responses, attention_mask) -> torch.Tens
 @torch.no_grad()
 def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int,
             temperature: float, top_p: float, generators: list[torch.Generator]) -> Rollout:
-    """Sample a response per prompt and score it: log-probabilities under the policy and the reference, values
-    and the reward model's score. `reference=None`: the policy is a peft model whose adapter-disabled base is
-    the reference. `generators`: one per prompt (`episode_generators`)."""
+    """Sample a response per prompt and score it: log-probabilities under the policy (kept from sampling, as
+    TRL 1.12 did) and the reference, values and the reward model's score. The batch keeps the response
+    columns up to its longest response (R <= max_new_tokens). `reference=None`: the policy is a peft model
+    whose adapter-disabled base is the reference. `generators`: one per prompt (`episode_generators`)."""
     policy = policy_and_value.policy
-    responses = sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens, temperature, top_p,
-                                 generators)
+    responses, logprobs = sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens, temperature,
+                                           top_p, generators)
     responses, lengths, ended = truncate_after_eos(responses, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    width = int(lengths.max())
+    responses, logprobs = responses[:, :width], logprobs[:, :width]
     query_responses = torch.cat([prompt_ids, responses], dim=1)
-    attention_mask = torch.cat([prompt_mask, response_mask(lengths, responses.shape[1]).long()], dim=1)
-    width = prompt_ids.shape[1]
-    logits, values = policy_and_value(query_responses, attention_mask)
-    logprobs = token_logprobs(response_logits(logits, width, temperature), responses)
+    attention_mask = torch.cat([prompt_mask, response_mask(lengths, width).long()], dim=1)
+    values = policy_and_value.values(query_responses, attention_mask, width)
     if reference is None:
         with policy.disable_adapter():
-            ref_logits = policy(input_ids=query_responses, attention_mask=attention_mask,
-                                position_ids=position_ids(attention_mask)).logits
+            ref_logits = response_forward(policy, query_responses, attention_mask, width)
     else:
-        ref_logits = reference(input_ids=query_responses, attention_mask=attention_mask,
-                               position_ids=position_ids(attention_mask)).logits
-    ref_logprobs = token_logprobs(response_logits(ref_logits, width, temperature), responses)
-    scored_ids, scored_mask = with_suffix(query_responses, attention_mask, width, lengths, ended,
+        ref_logits = response_forward(reference, query_responses, attention_mask, width)
+    ref_logprobs = token_logprobs(ref_logits / temperature, responses)
+    scored_ids, scored_mask = with_suffix(query_responses, attention_mask, prompt_ids.shape[1], lengths, ended,
                                           scoring_suffix(tokenizer), tokenizer.pad_token_id)
     scores = sequence_scores(reward_model, scored_ids, scored_mask)
-    return Rollout(query_responses, attention_mask, width, responses, lengths, ended, logprobs, ref_logprobs,
-                   values[:, width - 1: -1].float(), scores)
+    logprobs = torch.where(response_mask(lengths, width), logprobs, 0.0)  # nothing after the EOS
+    return Rollout(query_responses, attention_mask, prompt_ids.shape[1], responses, lengths, ended, logprobs,
+                   ref_logprobs, values, scores)
 
 
 class PolicyAndValue(torch.nn.Module):
     """The two trained models as one module, so one optimizer and one DDP wrapper cover both (as TRL did).
 
-    `forward` returns (policy logits (B, T, V), values (B, T)); the value model is a sequence classifier with
-    one label (initialised from the reward model) whose head is applied at every position."""
+    `forward(query_responses, attention_mask, response_width)` returns the policy's logits (B, R, V) and the
+    values (B, R) at the R columns that predict the response tokens; the value model is a sequence classifier
+    with one label (initialised from the reward model) whose head is applied at each of those columns."""
 
     def __init__(self, policy, value_model):
         super().__init__()
@@ -193,10 +224,13 @@ class PolicyAndValue(torch.nn.Module):
             raise ValueError(f"value model {type(value_model).__name__} has no `score` head (a one-label "
                              "AutoModelForSequenceClassification is expected)")
 
-    def forward(self, query_responses, attention_mask):
-        positions = position_ids(attention_mask)
-        logits = self.policy(input_ids=query_responses, attention_mask=attention_mask, position_ids=positions).logits
+    def forward(self, query_responses, attention_mask, response_width: int):
+        logits = response_forward(self.policy, query_responses, attention_mask, response_width)
+        return logits, self.values(query_responses, attention_mask, response_width)
+
+    def values(self, query_responses, attention_mask, response_width: int) -> torch.Tensor:
+        """The value (B, R) of the state before each response token."""
         backbone = getattr(self.value_model, self.value_model.base_model_prefix)
         hidden = backbone(input_ids=query_responses, attention_mask=attention_mask,
-                          position_ids=positions).last_hidden_state
-        return logits, self.value_model.score(hidden).squeeze(-1)
+                          position_ids=position_ids(attention_mask)).last_hidden_state
+        return self.value_model.score(hidden[:, -response_width - 1: -1]).squeeze(-1).float()

@@ -48,7 +48,6 @@ from pipeline.rl.rollout import (
     collect,
     encode_prompts,
     episode_generators,
-    response_logits,
     token_logprobs,
 )
 
@@ -188,8 +187,10 @@ class PPOTrainer:
                 mini_batch = order[first: first + s.mini_batch_size]
                 tokens = self.all_reduce(rollout.lengths[mini_batch].sum().float())  # of the global mini-batch
                 for part in mini_batch.split(micro):
+                    batch = rollout.select(part)
+                    width = batch.responses.shape[1]
                     with self.accelerator.accumulate(self.model):
-                        stats = self.micro_step(rollout.select(part), advantages[part], returns[part], tokens)
+                        stats = self.micro_step(batch, advantages[part, :width], returns[part, :width], tokens)
                     for key, value in stats.items():
                         totals[key] = totals.get(key, 0.0) + value
                     count += 1
@@ -205,9 +206,8 @@ class PPOTrainer:
         share of the global mini-batch's tokens (× processes × micro-batches, which DDP and accumulation divide
         out again), so the gradient is the token mean over the whole mini-batch whatever its split."""
         s, mask = self.settings, batch.mask
-        logits, values = self.model(batch.query_responses, batch.attention_mask)
-        logits = response_logits(logits, batch.prompt_width, s.temperature)
-        values = values[:, batch.prompt_width - 1: -1].float()
+        logits, values = self.model(batch.query_responses, batch.attention_mask, batch.responses.shape[1])
+        logits = logits / s.temperature
         policy = policy_loss(token_logprobs(logits, batch.responses), batch.logprobs, advantages, mask, s.clip_range)
         value = value_loss(values, batch.values, returns, mask, s.clip_range_value)
         share = batch.lengths.sum() * self.accelerator.num_processes * s.gradient_accumulation_steps / mini_batch_tokens

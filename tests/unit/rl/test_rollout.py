@@ -3,6 +3,7 @@
 import torch
 
 from pipeline.rl.rollout import position_ids, response_logits, token_logprobs, with_suffix
+from tests.unit.rl.test_evaluation import tok  # noqa: F401 (the fixture: a BPE tokenizer with a chat template)
 
 PAD, EOS, NL = 0, 2, 9
 
@@ -43,3 +44,61 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     assert torch.allclose(nucleus(probs, 0.7), torch.tensor([[0.0, 0.625, 0.375]]))
     assert torch.allclose(nucleus(probs, 0.5), torch.tensor([[0.0, 1.0, 0.0]]))
     assert torch.equal(nucleus(probs, 1.0), probs)
+
+
+# ------------------------------------------------------------------ collect and trim on a real (tiny) model
+def rollout_of(tok, temperature=0.7):
+    from pipeline.rl.rollout import PolicyAndValue, collect, encode_prompts, episode_generators
+    from tests.unit.rl.test_evaluation import PROMPTS, tiny_lm, tiny_rm, with_eos_bias
+
+    # an EOS bias makes responses of different lengths (a random model alone never ends in 12 tokens)
+    policy, reference, reward = with_eos_bias(tiny_lm(tok, seed=0), 4.0), tiny_lm(tok, seed=2), tiny_rm(tok, seed=1)
+    both = PolicyAndValue(policy, tiny_rm(tok, seed=3)).eval()
+    ids, mask = encode_prompts(tok, PROMPTS, "cpu")
+    rollout = collect(both, reference, reward, tok, ids, mask, max_new_tokens=12, temperature=temperature, top_p=1.0,
+                      generators=episode_generators(0, list(range(len(PROMPTS))), "cpu"))
+    return rollout, both, reference
+
+
+def test_collect_keeps_sampling_logprobs_that_a_full_forward_pass_recomputes(tok):
+    from pipeline.rl.rollout import position_ids
+
+    temperature = 0.7
+    rollout, both, reference = rollout_of(tok, temperature)
+    mask, width = rollout.mask, rollout.prompt_width
+    assert rollout.responses.shape[1] == int(rollout.lengths.max())  # no column that every response pads
+    args = dict(input_ids=rollout.query_responses, attention_mask=rollout.attention_mask,
+                position_ids=position_ids(rollout.attention_mask))
+    with torch.no_grad():  # full forward passes, every column, sliced by hand: logits[:, i] predicts token i + 1
+        for model, kept in ((both.policy, rollout.logprobs), (reference, rollout.ref_logprobs)):
+            full = torch.log_softmax(model(**args).logits[:, width - 1: -1] / temperature, -1)
+            expected = full.gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
+            torch.testing.assert_close(kept[mask], expected[mask], rtol=0, atol=1e-5)
+        hidden = both.value_model.model(**args).last_hidden_state
+        values = both.value_model.score(hidden[:, width - 1: -1]).squeeze(-1)
+        torch.testing.assert_close(rollout.values[mask], values[mask], rtol=0, atol=1e-5)
+    assert (rollout.logprobs[~mask] == 0).all()
+
+
+def test_trim_drops_only_columns_that_pad_every_row_and_changes_no_number(tok):
+    rollout, both, _ = rollout_of(tok)
+    lengths = rollout.lengths.tolist()
+    rows = torch.tensor([i for i in range(len(lengths)) if lengths[i] < max(lengths)][:2])
+    assert len(rows) == 2 and rollout.attention_mask[rows, 0].sum() == 0  # something to trim on both sides
+    part = rollout.select(rows)
+    first = int(rollout.attention_mask[rows, : rollout.prompt_width].any(0).long().argmax())
+    assert part.prompt_width == rollout.prompt_width - first
+    assert part.responses.shape[1] == max(lengths[i] for i in rows.tolist())
+    assert part.query_responses.shape[1] == part.prompt_width + part.responses.shape[1]
+    # the kept columns are the same tokens; what was cut was padding in every selected row
+    assert torch.equal(part.query_responses, rollout.query_responses[rows, first: first + part.query_responses.shape[1]])
+    assert rollout.attention_mask[rows][:, :first].sum() == 0
+    assert rollout.attention_mask[rows][:, first + part.query_responses.shape[1]:].sum() == 0
+    # and the model computes the same logits and values on the real tokens
+    with torch.no_grad():
+        logits, values = both(part.query_responses, part.attention_mask, part.responses.shape[1])
+        full_logits, full_values = both(rollout.query_responses[rows], rollout.attention_mask[rows],
+                                        rollout.responses.shape[1])
+    width = part.responses.shape[1]
+    torch.testing.assert_close(logits[part.mask], full_logits[:, :width][part.mask], rtol=0, atol=1e-5)
+    torch.testing.assert_close(values[part.mask], full_values[:, :width][part.mask], rtol=0, atol=1e-5)
