@@ -13,6 +13,7 @@ differences named in each module's docstring. A trainer loop composes them per r
     advantages, returns = rl.gae(rewards, values, mask, gamma=1.0, lam=0.95)
     advantages = rl.masked_whiten(advantages, mask)
     ...  # then per mini-batch: rl.policy_loss(...)["loss"] + vf_coef * rl.value_loss(...)["loss"]
+    ...  # (PPO-ptx: + ptx_coef * rl.causal_lm_loss(policy, ptx_blocks.rows(position, rows)), a `rl.PTXBlocks`)
     kl_ctl.update(torch.where(mask, kl, 0).sum(1).mean(), n_steps=len(responses))  # mean KL per response
 """
 
@@ -26,13 +27,16 @@ from pipeline.rl.masked import (
     masked_var,
     masked_whiten,
 )
+from pipeline.rl.ptx import PTXBlocks, causal_lm_loss
 from pipeline.rl.responses import Truncated, penalise_missing_eos, response_mask, truncate_after_eos
 
 __all__ = [
     "KL_ESTIMATORS",
     "AdaptiveKLController",
     "FixedKLController",
+    "PTXBlocks",
     "Truncated",
+    "causal_lm_loss",
     "entropy_from_logits",
     "gae",
     "kl_per_token",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.rl.ptx import causal_lm_loss
 from pipeline.rl.responses import response_mask, truncate_after_eos
 
 
@@ -186,7 +187,8 @@ def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, pr
     """Sample a response per prompt and score it: log-probabilities under the policy (kept from sampling, as
     TRL 1.12 did) and the reference, values and the reward model's score. The batch keeps the response
     columns up to its longest response (R <= max_new_tokens). `reference=None`: the policy is a peft model
-    whose adapter-disabled base is the reference. `generators`: one per prompt (`episode_generators`)."""
+    whose adapter-disabled base is the reference. `generators`: one per prompt (`episode_generators`).
+    `policy_and_value`: a `PolicyAndValue` or a `pipeline.rl.value_head.PolicyWithValueHead`."""
     policy = policy_and_value.policy
     responses, logprobs = sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens, temperature,
                                            top_p, generators)
@@ -211,11 +213,15 @@ def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, pr
 
 
 class PolicyAndValue(torch.nn.Module):
-    """The two trained models as one module, so one optimizer and one DDP wrapper cover both (as TRL did).
+    """The two trained models as one module, so one optimizer and one DDP wrapper cover both (as TRL did). This
+    is the recipe's `value_model: reward`; `pipeline.rl.value_head.PolicyWithValueHead` is the same interface
+    with the value as a head on the policy.
 
-    `forward(query_responses, attention_mask, response_width)` returns the policy's logits (B, R, V) and the
-    values (B, R) at the R columns that predict the response tokens; the value model is a sequence classifier
-    with one label (initialised from the reward model) whose head is applied at each of those columns."""
+    `forward(query_responses, attention_mask, response_width, ptx_ids=None)` returns the policy's logits
+    (B, R, V) and the values (B, R) at the R columns that predict the response tokens, and the policy's causal-LM
+    loss on the packed blocks `ptx_ids` (`pipeline.rl.ptx`; None without them): inside one forward, so that one
+    backward through the DDP-wrapped module covers all three. The value model is a sequence classifier with one
+    label (initialised from the reward model) whose head is applied at each of those columns."""
 
     def __init__(self, policy, value_model):
         super().__init__()
@@ -224,9 +230,10 @@ class PolicyAndValue(torch.nn.Module):
             raise ValueError(f"value model {type(value_model).__name__} has no `score` head (a one-label "
                              "AutoModelForSequenceClassification is expected)")
 
-    def forward(self, query_responses, attention_mask, response_width: int):
+    def forward(self, query_responses, attention_mask, response_width: int, ptx_ids=None):
         logits = response_forward(self.policy, query_responses, attention_mask, response_width)
-        return logits, self.values(query_responses, attention_mask, response_width)
+        ptx_loss = causal_lm_loss(self.policy, ptx_ids) if ptx_ids is not None else None
+        return logits, self.values(query_responses, attention_mask, response_width), ptx_loss
 
     def values(self, query_responses, attention_mask, response_width: int) -> torch.Tensor:
         """The value (B, R) of the state before each response token."""

@@ -9,8 +9,13 @@ Implementation Details of RLHF with PPO" (Huang et al. 2024), built from the fun
 3. per-token rewards −β·KL(policy‖reference) (k1 or k3) plus the score on the last token; optional reward
    whitening; GAE (γ, λ); advantages whitened over the batch;
 4. `ppo_epochs` passes over the batch in shuffled mini-batches (each `gradient_accumulation_steps` micro-batches):
-   clipped policy loss + `vf_coef` × clipped value loss, gradient clipping, one optimizer step per mini-batch;
+   clipped policy loss + `vf_coef` × clipped value loss (+ `ptx_coef` × the policy's LM loss on as many rows of
+   pretraining blocks: PPO-ptx, `pipeline.rl.ptx`), gradient clipping, one optimizer step per mini-batch;
 5. β follows a fixed or adaptive KL controller (updated with the batch's mean KL per response).
+
+The values come from a separate one-label sequence classifier (`PolicyAndValue`, the value model TRL initialised
+from the reward model) or from a `ValueHead` on the policy's last hidden state (`PolicyWithValueHead`, one
+backbone for both); pass a classifier or a `ValueHead` as `value_model`.
 
 Metrics of an update (`step`). Over the batch of every process, means per episode of: `score` (the reward
 model's score), `shaped_score` (after the EOS and length terms), `kl` (Σ over the response's tokens of the
@@ -18,12 +23,17 @@ per-token estimator, k1 or k3, at the sampling temperature), `response_length` (
 EOS), `eos_share` (1 if the response has an EOS), `value_mean` (mean rollout value over its tokens). On this
 process, means over all micro-batches of the update of: `policy_loss`, `value_loss` (`pipeline.rl.losses`),
 `policy_clip_fraction`, `value_clip_fraction`, `approx_kl` (mean ½(log ratio)²), `ratio` and `entropy` (mean
-per-token entropy of the temperature-scaled policy), each a token mean within its micro-batch. Also `kl_coef`
-(β after the update), `learning_rate` and `episodes_per_second` (episodes of all processes / the step's wall time).
+per-token entropy of the temperature-scaled policy), each a token mean within its micro-batch; with ptx on,
+`ptx_loss` (the policy's mean next-token cross-entropy in nats on the micro-batch's pretraining blocks, not
+temperature-scaled, unweighted by `ptx_coef`). Also `kl_coef` (β after the update), `learning_rate` and
+`episodes_per_second` (episodes of all processes / the step's wall time).
 
 One `PPOTrainer.step(prompts)` is one such update on this process's prompts; under `accelerate launch` every
 process runs it on its own prompts and DDP averages the gradients. `save`/`load` checkpoint everything a run
-needs to continue exactly: models, optimizer, scheduler, RNG states (accelerate), KL controller and step.
+needs to continue exactly: models (a value head too), optimizer, scheduler, RNG states (accelerate), KL
+controller and step. The pretraining rows of update u, micro-step k on process p are stream positions
+((u·K + k)·processes + p)·rows onward (K micro-steps per update) of a `PTXBlocks` stream, a pure function of the
+seed and those numbers: nothing more to save, and N processes together read what one process would.
 Raises `PPOError` (a ValueError) when a number goes non-finite or KL passes `kl_limit`.
 """
 
@@ -41,6 +51,7 @@ from pipeline.rl.advantages import KL_ESTIMATORS, gae, kl_per_token, token_rewar
 from pipeline.rl.kl_control import AdaptiveKLController, FixedKLController
 from pipeline.rl.losses import policy_loss, value_loss
 from pipeline.rl.masked import masked_entropy_from_logits, masked_whiten
+from pipeline.rl.ptx import PTXBlocks
 from pipeline.rl.responses import penalise_missing_eos
 from pipeline.rl.rollout import (
     PolicyAndValue,
@@ -50,6 +61,7 @@ from pipeline.rl.rollout import (
     episode_generators,
     token_logprobs,
 )
+from pipeline.rl.value_head import PolicyWithValueHead, ValueHead
 
 
 class PPOError(ValueError):
@@ -80,6 +92,7 @@ class PPOSettings:
     whiten_rewards: bool = field(default=False, metadata={"help": "Whiten the per-token rewards before GAE."})
     missing_eos_penalty: float = field(default=-1.0, metadata={"help": "Added to the score of a response with no EOS (<= 0; 0 disables)."})
     length_penalty: float = field(default=0.0, metadata={"help": "Subtracted from the score per response token (>= 0)."})
+    ptx_coef: float = field(default=0.0, metadata={"help": "PPO-ptx: weight of the policy's pretraining LM loss added in every micro-step (>= 0; 0 disables)."})
 
     def check_ppo(self) -> None:
         positive = ("rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "max_new_tokens")
@@ -96,6 +109,16 @@ class PPOSettings:
             raise ValueError(f"temperature: expected > 0, got {self.temperature}")
         if self.missing_eos_penalty > 0 or self.length_penalty < 0:
             raise ValueError("missing_eos_penalty: expected <= 0" if self.missing_eos_penalty > 0 else "length_penalty: expected >= 0")
+        if not (math.isfinite(self.ptx_coef) and self.ptx_coef >= 0):
+            raise ValueError(f"ptx_coef: expected a finite number >= 0 (0 disables), got {self.ptx_coef}")
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.mini_batch_size // self.gradient_accumulation_steps
+
+    @property
+    def micro_steps_per_update(self) -> int:
+        return self.ppo_epochs * self.rollout_batch_size // self.micro_batch_size
 
 
 def episode_statistics(rollout: Rollout, shaped_scores: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -109,17 +132,23 @@ def episode_statistics(rollout: Rollout, shaped_scores: torch.Tensor, kl: torch.
 
 
 class PPOTrainer:
-    """Policy + value model trained with PPO against a frozen reward model (see the module docstring)."""
+    """Policy + value model trained with PPO against a frozen reward model (see the module docstring).
+    `value_model`: a one-label sequence classifier, or a `ValueHead` on the policy. `ptx`: the pretraining blocks
+    that `settings.ptx_coef` weighs (required when it is > 0)."""
 
     def __init__(self, settings: PPOSettings, policy, value_model, reward_model, tokenizer, reference=None,
-                 total_updates: int = 1, mixed_precision: str = "no", seed: int = 0):
+                 total_updates: int = 1, mixed_precision: str = "no", seed: int = 0, ptx: PTXBlocks | None = None):
         from accelerate import Accelerator
 
         settings.check_ppo()
+        if settings.ptx_coef > 0 and ptx is None:
+            raise ValueError("ptx_coef: > 0 needs the pretraining blocks (ptx=PTXBlocks(...))")
         accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
                                   gradient_accumulation_steps=settings.gradient_accumulation_steps)
         self.settings, self.accelerator, self.tokenizer, self.seed = settings, accelerator, tokenizer, seed
-        model = PolicyAndValue(policy, value_model)
+        self.ptx = ptx if settings.ptx_coef > 0 else None
+        model = (PolicyWithValueHead(policy, value_model) if isinstance(value_model, ValueHead)
+                 else PolicyAndValue(policy, value_model))
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
                                       weight_decay=0.0, fused=True)  # transformers' defaults (TRL 1.12 too): eps 1e-8, no decay; one fused kernel
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(total_updates, 1)))
@@ -133,7 +162,7 @@ class PPOTrainer:
         self.step_count = 0
 
     @property
-    def unwrapped(self) -> PolicyAndValue:
+    def unwrapped(self) -> PolicyAndValue | PolicyWithValueHead:
         return self.accelerator.unwrap_model(self.model)
 
     def step(self, prompts: list[list[dict]], episodes: list[int]) -> dict:
@@ -178,50 +207,72 @@ class PPOTrainer:
 
     def update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
         """`ppo_epochs` passes of shuffled mini-batches; means of the per-micro-batch statistics."""
-        s, totals, count = self.settings, {}, 0
-        micro = s.mini_batch_size // s.gradient_accumulation_steps
+        s, totals, micro_steps = self.settings, {}, 0
         self.model.train()
         for _ in range(s.ppo_epochs):
             order = torch.randperm(len(rollout.responses), device=rollout.responses.device)
             for first in range(0, len(order), s.mini_batch_size):
                 mini_batch = order[first: first + s.mini_batch_size]
                 tokens = self.all_reduce(rollout.lengths[mini_batch].sum().float())  # of the global mini-batch
-                for part in mini_batch.split(micro):
+                for part in mini_batch.split(s.micro_batch_size):
                     batch = rollout.select(part)
                     width = batch.responses.shape[1]
+                    ptx_ids = self.ptx_rows(micro_steps, len(part)) if self.ptx is not None else None
                     with self.accelerator.accumulate(self.model):
-                        stats = self.micro_step(batch, advantages[part, :width], returns[part, :width], tokens)
+                        stats = self.micro_step(batch, advantages[part, :width], returns[part, :width], tokens, ptx_ids)
                     for key, value in stats.items():
                         totals[key] = totals.get(key, 0.0) + value
-                    count += 1
+                    micro_steps += 1
         self.scheduler.step()
-        return {key: value / count for key, value in totals.items()}
+        return {key: value / micro_steps for key, value in totals.items()}
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of `tensor` over all processes."""
         return self.accelerator.reduce(tensor, reduction="sum") if self.accelerator.num_processes > 1 else tensor
 
-    def micro_step(self, batch: Rollout, advantages, returns, mini_batch_tokens: torch.Tensor) -> dict:
-        """Forward, loss and backward on one micro-batch. The losses are token means; each is weighted by its
-        share of the global mini-batch's tokens (× processes × micro-batches, which DDP and accumulation divide
-        out again), so the gradient is the token mean over the whole mini-batch whatever its split."""
-        s, mask = self.settings, batch.mask
-        logits, values = self.model(batch.query_responses, batch.attention_mask, batch.responses.shape[1])
-        logits = logits / s.temperature
-        policy = policy_loss(token_logprobs(logits, batch.responses), batch.logprobs, advantages, mask, s.clip_range)
-        value = value_loss(values, batch.values, returns, mask, s.clip_range_value)
-        share = batch.lengths.sum() * self.accelerator.num_processes * s.gradient_accumulation_steps / mini_batch_tokens
-        loss = (policy["loss"] + s.vf_coef * value["loss"]) * share
+    def ptx_rows(self, micro_step: int, rows: int) -> torch.Tensor:
+        """The pretraining blocks of micro-step `micro_step` of this update on this process: a pure function of
+        (seed, update, micro-step, process), see the module docstring."""
+        s, processes = self.settings, self.accelerator.num_processes
+        index = (self.step_count * s.micro_steps_per_update + micro_step) * processes + self.accelerator.process_index
+        return self.ptx.rows(index * rows, rows).to(self.accelerator.device)
+
+    def micro_step(self, batch: Rollout, advantages, returns, mini_batch_tokens: torch.Tensor, ptx_ids=None) -> dict:
+        """Forward, loss and backward on one micro-batch (`micro_loss`), then the optimizer step when the
+        mini-batch is complete."""
+        s = self.settings
+        loss, stats = self.micro_loss(batch, advantages, returns, mini_batch_tokens, ptx_ids)
         self.accelerator.backward(loss)
         if self.accelerator.sync_gradients:
             self.accelerator.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
+        return stats
+
+    def micro_loss(self, batch: Rollout, advantages, returns, mini_batch_tokens: torch.Tensor, ptx_ids=None):
+        """The loss to backpropagate for one micro-batch, and its statistics. The PPO losses are token means;
+        each is weighted by its share of the global mini-batch's tokens (× processes × micro-batches, which DDP
+        and accumulation divide out again), so the gradient is the token mean over the whole mini-batch whatever
+        its split. With `ptx_ids` (as many rows of pretraining blocks), + `ptx_coef` × the policy's LM loss on
+        them, unweighted: every micro-batch has the same rows and tokens, so the division by processes ×
+        micro-batches leaves the mean over the mini-batch's blocks. Both come from one forward of `self.model`."""
+        s, mask = self.settings, batch.mask
+        logits, values, ptx_loss = self.model(batch.query_responses, batch.attention_mask, batch.responses.shape[1],
+                                              ptx_ids)
+        logits = logits / s.temperature
+        policy = policy_loss(token_logprobs(logits, batch.responses), batch.logprobs, advantages, mask, s.clip_range)
+        value = value_loss(values, batch.values, returns, mask, s.clip_range_value)
+        share = batch.lengths.sum() * self.accelerator.num_processes * s.gradient_accumulation_steps / mini_batch_tokens
+        loss = (policy["loss"] + s.vf_coef * value["loss"]) * share
         with torch.no_grad():
             entropy = masked_entropy_from_logits(logits, mask)
-        return {"policy_loss": policy["loss"].item(), "value_loss": value["loss"].item(),
-                "policy_clip_fraction": float(policy["clip_fraction"]), "value_clip_fraction": float(value["clip_fraction"]),
-                "approx_kl": float(policy["approx_kl"]), "ratio": float(policy["ratio_mean"]), "entropy": float(entropy)}
+        stats = {"policy_loss": policy["loss"].item(), "value_loss": value["loss"].item(),
+                 "policy_clip_fraction": float(policy["clip_fraction"]), "value_clip_fraction": float(value["clip_fraction"]),
+                 "approx_kl": float(policy["approx_kl"]), "ratio": float(policy["ratio_mean"]), "entropy": float(entropy)}
+        if ptx_loss is not None:
+            loss = loss + s.ptx_coef * ptx_loss
+            stats["ptx_loss"] = ptx_loss.item()
+        return loss, stats
 
     def check(self, stats: dict) -> None:
         bad = sorted(k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v))

@@ -5,11 +5,16 @@
 
 Policy from `<run>/sft/final` (a full model, or a LoRA adapter trained further, whose adapter-disabled base is
 the reference: no second copy); otherwise the reference is a frozen copy. Reward model from
-`<run>/reward/final` (one label); the value model starts as a copy of it (as TRL did). Prompts: the `prompt`
-column of the data stage's `prompts` (any prompt-only dataset works the same), a seeded order per pass.
+`<run>/reward/final` (one label). Values (`value_model`): `reward`, a separate model that starts as a copy of
+the reward model (as TRL did), or `policy_head`, a zero-initialised linear head on the policy's last hidden
+state (`pipeline.rl.value_head`: no second backbone in memory). Prompts: the `prompt` column of the data stage's
+`prompts` (any prompt-only dataset works the same), a seeded order per pass. PPO-ptx (`ptx_coef` > 0): the
+policy's LM loss on the `text` of `ptx_dataset` (train split, packed into blocks of `ptx_block_size` tokens as
+the pretrain stage packs them), weighted by `ptx_coef`, joins every micro-step's loss (`pipeline.rl.ptx`).
 Checkpoints `<run>/ppo/checkpoint-<update>/` hold models, optimizer, scheduler, RNG states, KL controller and the
 update count; a killed run resumes from the last one. Writes `<run>/ppo/final/` (the policy, loadable with
-`AutoModelForCausalLM` or, for LoRA, `AutoPeftModelForCausalLM`) and `<run>/ppo/value/`.
+`AutoModelForCausalLM` or, for LoRA, `AutoPeftModelForCausalLM`) and `<run>/ppo/value/` (the value model, or
+with `policy_head` the head alone: `value_head.safetensors` and `value_head.json`).
 
 At the end, the SFT policy and the PPO policy are evaluated side by side on the held-out prompts (mean reward-
 model score of greedy responses, exact KL to the reference along them) and on the world's held-out questions
@@ -28,13 +33,17 @@ from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline.artifacts import RunDir, replace_dir
+from pipeline.data.packing import pack
 from pipeline.errors import PipelineError
 from pipeline.models.loading import is_adapter, load_causal_lm
+from pipeline.rl.ptx import PTXBlocks
 from pipeline.rl.trainer import PPOError, PPOSettings, PPOTrainer
+from pipeline.rl.value_head import PolicyWithValueHead, ValueHead, save_value_head
 from pipeline.trainers import check_precision, resolve_precision
 
 NAME, NEEDS = "ppo", ("data", "sft", "reward")
 HEADLINE = ("score_gain", "kl_after", "exact_match_after", "exact_match_before", "episodes_per_second")
+VALUE_MODELS = ("reward", "policy_head")
 
 
 @dataclass
@@ -50,6 +59,9 @@ class Config(PPOSettings):
     save_total_limit: int = field(default=2, metadata={"help": "Keep the last N checkpoints."})
     logging_steps: int = field(default=1, metadata={"help": "Print a progress line every N updates."})
     precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})
+    value_model: str = field(default="reward", metadata={"help": "reward: a separate value model, a copy of the reward model; policy_head: a linear head on the policy (one backbone)."})
+    ptx_dataset: str = field(default="corpus", metadata={"help": "With ptx_coef > 0: the data stage's dataset whose `text` (train split) the pretraining loss reads."})
+    ptx_block_size: int = field(default=128, metadata={"help": "Tokens per packed pretraining block of the ptx loss (>= 2)."})
     # progress lines and checkpoint cadence change neither the policy nor the metrics: no rerun for them
     RESULT_NEUTRAL = ("logging_steps", "save_steps", "save_total_limit")
 
@@ -61,6 +73,10 @@ class Config(PPOSettings):
         check_precision(self.precision)
         if self.total_episodes < 1 or self.eval_max_new_tokens < 1:
             raise ValueError("total_episodes: expected >= 1" if self.total_episodes < 1 else "eval_max_new_tokens: expected >= 1")
+        if self.value_model not in VALUE_MODELS:
+            raise ValueError(f"value_model: expected one of {', '.join(VALUE_MODELS)}, got {self.value_model!r}")
+        if self.ptx_block_size < 2:
+            raise ValueError(f"ptx_block_size: expected >= 2 (a block predicts its tokens after the first), got {self.ptx_block_size}")
 
 
 def run(cfg: Config, run: RunDir) -> dict:
@@ -68,14 +84,16 @@ def run(cfg: Config, run: RunDir) -> dict:
     prompts, held_out, qa = load_prompts(cfg, run)
     policy_path, reward_path = run.final("sft"), run.final("reward")
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    ptx = load_ptx_blocks(cfg, run, tokenizer) if cfg.ptx_coef > 0 else None
     reward_model = load_reward_model(reward_path)
     policy, reference = load_policy(policy_path)
-    value_model = copy.deepcopy(reward_model)
+    value_model = copy.deepcopy(reward_model) if cfg.value_model == "reward" else ValueHead.for_policy(policy)
     per_update = cfg.rollout_batch_size * state.num_processes
     total_updates = max(1, cfg.total_episodes // per_update)
     precision = resolve_precision(cfg.precision)
     trainer = PPOTrainer(cfg, policy, value_model, reward_model, tokenizer, reference=reference,
-                         total_updates=total_updates, mixed_precision="no" if precision == "fp32" else precision, seed=run.seed)
+                         total_updates=total_updates, mixed_precision="no" if precision == "fp32" else precision,
+                         seed=run.seed, ptx=ptx)
     out = run.stage_dir(NAME)
     history = resume(trainer, run)
     order = PromptOrder(len(prompts), run.seed)
@@ -150,6 +168,21 @@ def load_prompts(cfg: Config, run: RunDir):
     return list(ds["train"]["prompt"]), list(ds[cfg.eval_split]["prompt"]), qa
 
 
+def load_ptx_blocks(cfg: Config, run: RunDir, tokenizer) -> PTXBlocks:
+    """The `text` of `ptx_dataset`'s train split packed as the pretrain stage packs it (documents joined by
+    <|endoftext|>, the pretraining separator, cut into full blocks): the pretraining distribution ptx holds on to.
+    Every process packs the same blocks and reads them in the same seeded order."""
+    ds = run.dataset(cfg.ptx_dataset, where="ppo.ptx_dataset")
+    if "train" not in ds or "text" not in ds["train"].column_names:
+        columns = ", ".join(ds["train"].column_names) if "train" in ds else "no train split"
+        raise PipelineError(f"ppo.ptx_dataset: {cfg.ptx_dataset!r} has no `text` column in its train split ({columns})")
+    blocks, _ = pack(ds["train"]["text"], tokenizer, cfg.ptx_block_size)
+    if len(blocks) == 0:
+        raise PipelineError(f"ppo.ptx_dataset: the train split of {cfg.ptx_dataset!r} is shorter than one block of "
+                            f"ptx_block_size {cfg.ptx_block_size} tokens")
+    return PTXBlocks(blocks, seed=run.seed)
+
+
 def load_reward_model(path):
     labels = AutoConfig.from_pretrained(str(path)).num_labels
     if labels != 1:
@@ -201,15 +234,24 @@ def checkpoint(trainer: PPOTrainer, out, history: list[dict], keep: int) -> None
 
 
 def save_models(trainer: PPOTrainer, tokenizer, out) -> None:
-    """final/ (policy) and value/ (value model), gathered on every process, written by the main one."""
+    """final/ (policy) and value/ (value model, or the value head alone), gathered on every process, written by
+    the main one. The head's weights are not the policy's: final/ stays a vanilla causal LM."""
     accelerator = trainer.accelerator
     weights = accelerator.get_state_dict(trainer.model)
     model = trainer.unwrapped
+
+    def part(prefix: str) -> dict:
+        return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
     if accelerator.is_main_process:
-        for name, part in (("final", model.policy), ("value", model.value_model)):
-            prefix = "policy." if name == "final" else "value_model."
-            part_weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-            part.save_pretrained(out / f".{name}.tmp", state_dict=part_weights)
+        models = [("final", model.policy, "policy.")]
+        if isinstance(model, PolicyWithValueHead):
+            save_value_head(out / ".value.tmp", part("value_head."))
+            replace_dir(out / ".value.tmp", out / "value")
+        else:
+            models.append(("value", model.value_model, "value_model."))
+        for name, module, prefix in models:
+            module.save_pretrained(out / f".{name}.tmp", state_dict=part(prefix))
             tokenizer.save_pretrained(out / f".{name}.tmp")
             replace_dir(out / f".{name}.tmp", out / name)
     accelerator.wait_for_everyone()

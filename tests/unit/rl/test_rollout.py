@@ -96,8 +96,8 @@ def test_trim_drops_only_columns_that_pad_every_row_and_changes_no_number(tok):
     assert rollout.attention_mask[rows][:, first + part.query_responses.shape[1]:].sum() == 0
     # and the model computes the same logits and values on the real tokens
     with torch.no_grad():
-        logits, values = both(part.query_responses, part.attention_mask, part.responses.shape[1])
-        full_logits, full_values = both(rollout.query_responses[rows], rollout.attention_mask[rows],
+        logits, values, _ = both(part.query_responses, part.attention_mask, part.responses.shape[1])
+        full_logits, full_values, _ = both(rollout.query_responses[rows], rollout.attention_mask[rows],
                                         rollout.responses.shape[1])
     width = part.responses.shape[1]
     torch.testing.assert_close(logits[part.mask], full_logits[:, :width][part.mask], rtol=0, atol=1e-5)

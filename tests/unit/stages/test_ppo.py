@@ -1,7 +1,8 @@
 """The ppo stage on a nano SFT policy and reward model: artifacts that reload, resume after SIGKILL, guard rails,
-bad input as one line."""
+bad input as one line; the recipe options PPO-ptx and the value head on the policy."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -121,15 +122,19 @@ def test_nan_reward_stops_with_the_step_named(tuned, tmp_path, monkeypatch, caps
     assert not (folder / "ppo" / "_SUCCESS").exists()
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize("overrides, message", [
     ("ppo.max_new_tokens=0", "max_new_tokens"),
     ("ppo.mini_batch_size=3", "mini_batch_size"),
     ("ppo.dataset=corpus", "has no `prompt` column"),
     ("ppo.kl_estimator=k2", "kl_estimator"),
+    ("ppo.ptx_coef=-0.5", "ppo.ptx_coef: expected a finite number >= 0"),
+    ("ppo.ptx_coef=0.5 ppo.ptx_dataset=prompts", "ppo.ptx_dataset: 'prompts' has no `text` column"),
+    ("ppo.ptx_coef=0.5 ppo.ptx_block_size=100000", "ppo.ptx_dataset: the train split of 'corpus' is shorter than one block"),
+    ("ppo.value_model=shared", "ppo.value_model: expected one of reward, policy_head, got 'shared'"),
 ])
-def test_bad_input_is_one_line(tuned, tmp_path, capsys, override, message):
+def test_bad_input_is_one_line(tuned, tmp_path, capsys, overrides, message):
     folder = copy_run(tuned, tmp_path / "r")
-    assert main(["stage", "ppo", "--run", str(folder), override]) == 2
+    assert main(["stage", "ppo", "--run", str(folder), *overrides.split()]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert any(message in line for line in err), err
     assert not (folder / "ppo" / "_SUCCESS").exists()
@@ -174,3 +179,29 @@ def test_two_processes_make_the_same_first_update_as_one(tuned, tmp_path):
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
     sft = load_file(one / "sft" / "final" / "model.safetensors")
     assert any(not torch.equal(sft[k], wa[k]) for k in sft)  # the update did change the policy
+
+
+def test_ptx_logs_a_finite_lm_loss_every_update(tuned, tmp_path):
+    folder = copy_run(tuned, tmp_path / "r")
+    stage("ppo", folder, "ppo.ptx_coef=0.5", "ppo.ptx_block_size=32", "ppo.total_episodes=8", "ppo.save_steps=0")
+    history = json.loads((folder / "ppo" / "metrics.json").read_text())["history"]
+    assert len(history) == 2
+    for h in history:  # next-token cross-entropy in nats: above 0, and a trained model beats uniform (ln 512)
+        assert math.isfinite(h["ptx_loss"]) and 0 < h["ptx_loss"] < math.log(512)
+
+
+def test_value_head_on_the_policy_leaves_a_vanilla_final_model(tuned, tmp_path):
+    from pipeline.rl.value_head import load_value_head
+
+    folder = copy_run(tuned, tmp_path / "r")
+    stage("ppo", folder, "ppo.value_model=policy_head", "ppo.total_episodes=8", "ppo.save_steps=0")
+    out = folder / "ppo"
+    policy = AutoModelForCausalLM.from_pretrained(out / "final")
+    ppo, sft = load_file(out / "final" / "model.safetensors"), load_file(folder / "sft" / "final" / "model.safetensors")
+    assert ppo.keys() == sft.keys() and not [k for k in ppo if "value" in k]
+    assert any(not torch.equal(sft[k], ppo[k]) for k in sft), "PPO changed no weight"
+    assert sorted(p.name for p in (out / "value").iterdir()) == ["value_head.json", "value_head.safetensors"]
+    head = load_value_head(out / "value")
+    assert head.in_features == policy.config.hidden_size and head.weight.any()  # zero at the start, trained since
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[0]["value_mean"] == 0.0 and "ptx_loss" not in history[0]  # the first rollout: a zero head
