@@ -30,6 +30,7 @@ It returns a dict of `datasets.DatasetDict`, one per name (schemas in `FEATURES`
   are `CATEGORIES` (age town country job pet pet_name color food thing sibling friend town_country
   arithmetic), spread evenly with about a quarter arithmetic. qa_eval and prompts together take at most
   40% of any category's questions (the rest stays for training), then fill up with arithmetic.
+  `arithmetic: false` leaves arithmetic out of every dataset (qa_eval and prompts are then smaller).
 * `analogies` {section, a, b, c, d} test: a:b :: c:d word analogies from the world's relations, all four
   words lowercase and present in the train corpus (as tokens of `words()`); `questions_words()` renders
   them in word2vec's questions-words.txt format.
@@ -103,7 +104,7 @@ def _split_keys(world, cfg, rng):
     pools = {c: rng.sample(ks, len(ks)) for c, ks in world.keys.items() if ks}
     cap, taken = {c: int(_HOLDOUT_CAP * len(ks)) for c, ks in pools.items()}, dict.fromkeys(pools, 0)
     slots = [c for c in pools if c != "arithmetic"]
-    slots += ["arithmetic"] * max(1, round(len(slots) / 3))  # ~25% arithmetic
+    slots += ["arithmetic"] * max(1, round(len(slots) / 3)) if "arithmetic" in pools else []  # ~25% arithmetic
     held, want, cursor = {"eval": [], "prompts": []}, {"eval": cfg.n_eval, "prompts": cfg.n_prompts}, {"eval": 0, "prompts": 0}
     progressed = True
     while progressed:  # eval and prompts take turns, each cycling through the category slots

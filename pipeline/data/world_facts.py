@@ -30,6 +30,7 @@ class WorldConfig:
     n_regression: int = field(default=50, metadata={"help": "Points per regression curve (one curve per name in regression_curves)."})
     regression_curves: list[str] = field(default_factory=lambda: list(CURVES), metadata={"help": f"Regression curves to draw, from: {', '.join(CURVES)}."})
     regression_noise: float = field(default=0.03, metadata={"help": "Gaussian noise sd as a fraction of each curve's range of y."})
+    arithmetic: bool = field(default=True, metadata={"help": "Ask and state arithmetic (a + b, a - b, a * b). Held-out sums are unseen sums, which small models do not learn; false leaves arithmetic out of every dataset."})
     max_operand: int = field(default=20, metadata={"help": "Largest operand of additions and subtractions (products use up to 12)."})
     max_analogies_per_section: int = field(default=200, metadata={"help": "Cap on analogy questions per relation section."})
     holdout_people: int = field(default=0, metadata={"help": "People held out of training: their stories and profiles are the whole validation corpus, no training text mentions them and no question asks about them, so validation loss measures generalisation to unseen people (0: validation is drawn like train, minus verbatim copies of train documents)."})
@@ -77,11 +78,12 @@ class World:
         m = cfg.max_operand
         self.keys["arithmetic"] = ([f"arithmetic:{a}+{b}" for a in range(m + 1) for b in range(m + 1)]
                                    + [f"arithmetic:{a}-{b}" for a in range(m + 1) for b in range(a + 1)]
-                                   + [f"arithmetic:{a}*{b}" for a in range(min(m, 12) + 1) for b in range(min(m, 12) + 1)])
+                                   + [f"arithmetic:{a}*{b}" for a in range(min(m, 12) + 1) for b in range(min(m, 12) + 1)]
+                                   if cfg.arithmetic else [])
         self.domain = {"age": [str(a) for a in range(18, 81)], "town": list(self.town_info), "job": [j for j, _ in T.JOBS],
                        "country": sorted({t[1] for t in self.town_info.values()}), "pet": list(self.animal),
                        "pet_name": T.PET_NAMES, "color": T.COLORS, "food": T.FOODS, "thing": T.THINGS,
-                       "sibling": names, "friend": names}
+                       "sibling": [n for n in names if n not in held], "friend": [n for n in names if n not in held]}
         self.domain["town_country"] = self.domain["country"]
         self._index = None
 
@@ -186,6 +188,8 @@ def _validate(cfg):
     for name in ("regression_noise", "multi_turn_fraction", "system_prompt_fraction", "validation_fraction", "test_fraction"):
         if not isinstance(getattr(cfg, name), (int, float)) or not 0 <= getattr(cfg, name) < 1:
             raise PipelineError(f"world.{name}: expected a number in [0, 1), got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.arithmetic, bool):
+        raise PipelineError(f"world.arithmetic: expected true or false, got {cfg.arithmetic!r}")
     if cfg.validation_fraction + cfg.test_fraction >= 0.9:
         raise PipelineError("world: validation_fraction + test_fraction must stay below 0.9")
     unknown = [c for c in cfg.regression_curves if c not in CURVES]

@@ -250,13 +250,15 @@ def fact(p, cat, rng, pronoun=False):
 
 
 def rejected(w, key, kind, rng):
+    """The rejected reply of a preference pair. A wrong fact or sum opens politely as often as a chosen reply
+    does, so the pair differs only in the answer and the reward model cannot learn the opener instead."""
     cat, answer = w.category(key), w.answer(key)
     if kind == "wrong_arithmetic":
         wrong = max(0, int(answer) + rng.choice([-10, -2, -1, 1, 2, 10]))
-        return w.reply(key, rng, str(wrong if wrong != int(answer) else int(answer) + 1), polite=False)
+        return w.reply(key, rng, str(wrong if wrong != int(answer) else int(answer) + 1))
     if kind == "wrong_fact":
         for _ in range(50):
-            text = w.reply(key, rng, rng.choice(w.domain[cat]), polite=False)
+            text = w.reply(key, rng, rng.choice(w.domain[cat]))
             if answer.lower() not in text.lower():
                 return text
         raise AssertionError(f"no wrong fact for {key}")
@@ -338,8 +340,8 @@ def documents(w, rng, target, triples, coverage=()):
             doc = town_doc(w, rng.choice(w.towns), rng)
         elif r < 0.77:
             doc = general_doc(w, rng)
-        else:
-            doc = arith_doc(w, rng, triples)
+        else:  # a world without arithmetic tells more stories instead
+            doc = arith_doc(w, rng, triples) if triples else story(w, rng)
         total += len(doc)
         yield doc
 

@@ -89,7 +89,7 @@ def test_config_fields_are_documented_with_simple_types():
         assert f.type in (int, float, bool, str, list[str]), (f.name, f.type)
 
 
-@pytest.mark.parametrize("change", [{"n_people": 2}, {"n_towns": 99}, {"test_fraction": 1.5},
+@pytest.mark.parametrize("change", [{"n_people": 2}, {"n_towns": 99}, {"test_fraction": 1.5}, {"arithmetic": "no"},
                                     {"regression_curves": ["spline"]}, {"corpus_bytes": "big"}])
 def test_bad_config_is_a_one_line_recipe_error(change):
     from pipeline.config import build
@@ -144,6 +144,36 @@ def test_preferences_are_labelled_and_correct(built, world):
                 assert not arithmetic and answer.lower() not in rejected.lower(), (row, answer)
             if row["kind"] == "wrong_arithmetic":
                 assert arithmetic and re.findall(r"\d+", rejected)[-1] != answer, (row, answer)
+
+
+def test_a_wrong_answer_opens_politely_as_often_as_the_right_one():
+    """wrong_fact / wrong_arithmetic pairs differ in the answer, not in the opener ("Sure! ", ...): otherwise a
+    reward model scores the opener and its accuracy on these kinds overstates what it knows."""
+    openers = tuple(o for o in world_text.POLITE if o)
+    preferences = build_world(dataclasses.replace(CFG, corpus_bytes=5_000, n_preferences=2_000), seed=0)["preferences"]
+    for kind in ("wrong_fact", "wrong_arithmetic"):
+        rows = [r for ds in preferences.values() for r in ds if r["kind"] == kind]
+        share = {side: sum(r[side][0]["content"].startswith(openers) for r in rows) / len(rows)
+                 for side in ("chosen", "rejected")}
+        assert len(rows) > 40 and share["chosen"] > 0.3, (kind, len(rows), share)
+        assert abs(share["chosen"] - share["rejected"]) < 0.15, (kind, share)
+
+
+def test_a_world_without_arithmetic_asks_and_states_none():
+    cfg = dataclasses.replace(CFG, arithmetic=False)
+    ds, world = build_world(cfg, seed=0), World(cfg, seed=0)
+    assert world.keys["arithmetic"] == []
+    assert "arithmetic" not in set(ds["qa_eval"]["test"]["category"]) and len(ds["qa_eval"]["test"]) > 20
+    assert "wrong_arithmetic" not in {k for split in ds["preferences"].values() for k in split["kind"]}
+    questions = [m["content"] for split in ds["dialogue"].values() for row in split["messages"] for m in row
+                 if m["role"] == "user"]
+    questions += [row[-1]["content"] for split in ds["prompts"].values() for row in split["prompt"]]
+    assert all(world.category(world.key_of(q)) != "arithmetic" for q in questions)
+    # the corpus states no sum: no "a + b = c", "a plus b is c" or word problem
+    arithmetic = re.compile(r"\d+ (?:[-+*]|plus|minus|times|multiplied by) \d+|you add \d+|away from \d+|"
+                            r"(?:sum|difference|product) (?:of|between) \d+|found \d+ more|gave \d+ to|boxes with \d+")
+    assert not [t for split in ds["corpus"].values() for t in split["text"] if arithmetic.search(t)]
+    assert arithmetic.search(" ".join(build_world(CFG, seed=0)["corpus"]["train"]["text"]))  # the default does
 
 
 def test_no_question_leaks_from_held_out_sets(built, world):
