@@ -1,5 +1,6 @@
 """Rollout layout helpers against hand-built tensors."""
 
+import pytest
 import torch
 
 from pipeline.rl.rollout import position_ids, response_logits, token_logprobs, with_suffix
@@ -47,24 +48,39 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
 
 
 # ------------------------------------------------------------------ collect and trim on a real (tiny) model
-def rollout_of(tok, temperature=0.7):
+def gpt2_models(tok, seed):
+    """A tiny GPT-2 causal LM and a one-label GPT-2 classifier (learned absolute positions, its own cache)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    config = dict(vocab_size=len(tok), n_embd=32, n_inner=64, n_layer=2, n_head=2, n_positions=256,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed)
+    lm = GPT2LMHeadModel(GPT2Config(**config)).eval()
+    return lm, GPT2ForSequenceClassification(GPT2Config(**config, num_labels=1)).eval()
+
+
+def rollout_of(tok, temperature=0.7, architecture="llama"):
     from pipeline.rl.rollout import PolicyAndValue, collect, encode_prompts, episode_generators
     from tests.unit.rl.test_evaluation import PROMPTS, tiny_lm, tiny_rm, with_eos_bias
 
+    if architecture == "gpt2":
+        (policy, value), (reference, reward) = gpt2_models(tok, 0), gpt2_models(tok, 2)
+    else:
+        policy, reference, reward, value = tiny_lm(tok, seed=0), tiny_lm(tok, seed=2), tiny_rm(tok, seed=1), tiny_rm(tok, seed=3)
     # an EOS bias makes responses of different lengths (a random model alone never ends in 12 tokens)
-    policy, reference, reward = with_eos_bias(tiny_lm(tok, seed=0), 4.0), tiny_lm(tok, seed=2), tiny_rm(tok, seed=1)
-    both = PolicyAndValue(policy, tiny_rm(tok, seed=3)).eval()
+    both = PolicyAndValue(with_eos_bias(policy, 4.0), value).eval()
     ids, mask = encode_prompts(tok, PROMPTS, "cpu")
     rollout = collect(both, reference, reward, tok, ids, mask, max_new_tokens=12, temperature=temperature, top_p=1.0,
                       generators=episode_generators(0, list(range(len(PROMPTS))), "cpu"))
     return rollout, both, reference
 
 
-def test_collect_keeps_sampling_logprobs_that_a_full_forward_pass_recomputes(tok):
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_collect_keeps_sampling_logprobs_that_a_full_forward_pass_recomputes(tok, architecture):
     from pipeline.rl.rollout import position_ids
 
     temperature = 0.7
-    rollout, both, reference = rollout_of(tok, temperature)
+    rollout, both, reference = rollout_of(tok, temperature, architecture)
     mask, width = rollout.mask, rollout.prompt_width
     assert rollout.responses.shape[1] == int(rollout.lengths.max())  # no column that every response pads
     args = dict(input_ids=rollout.query_responses, attention_mask=rollout.attention_mask,
@@ -74,7 +90,7 @@ def test_collect_keeps_sampling_logprobs_that_a_full_forward_pass_recomputes(tok
             full = torch.log_softmax(model(**args).logits[:, width - 1: -1] / temperature, -1)
             expected = full.gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
             torch.testing.assert_close(kept[mask], expected[mask], rtol=0, atol=1e-5)
-        hidden = both.value_model.model(**args).last_hidden_state
+        hidden = getattr(both.value_model, both.value_model.base_model_prefix)(**args).last_hidden_state
         values = both.value_model.score(hidden[:, width - 1: -1]).squeeze(-1)
         torch.testing.assert_close(rollout.values[mask], values[mask], rtol=0, atol=1e-5)
     assert (rollout.logprobs[~mask] == 0).all()
