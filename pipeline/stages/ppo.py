@@ -51,6 +51,7 @@ class Config(PPOSettings):
     dataset: str = field(default="prompts", metadata={"help": "Prompt-only dataset (column `prompt`) built by the data stage."})
     eval_split: str = field(default="test", metadata={"help": "Split of `dataset` with held-out prompts for the final evaluation."})
     eval_dataset: str = field(default="qa_eval", metadata={"help": "Questions with known answers, scored by strict exact match ('' skips)."})
+    score_qa_prompts: bool = field(default=False, metadata={"help": "Also score the reward model on eval_dataset's questions (held out too), not only on eval_split: more prompts, a tighter interval."})
     eval_max_new_tokens: int = field(default=32, metadata={"help": "Greedy response length in the final evaluation."})
     eval_steps: int = field(default=0, metadata={"help": "Also score the policy on the held-out prompts every N updates (0: only at the end)."})
     n_samples: int = field(default=4, metadata={"help": "Held-out prompts whose SFT and PPO responses go to metrics.json (and TensorBoard)."})
@@ -165,7 +166,10 @@ def load_prompts(cfg: Config, run: RunDir):
     if cfg.eval_split not in ds:
         raise PipelineError(f"ppo.eval_split: {cfg.dataset!r} has no split {cfg.eval_split!r} (splits: {', '.join(ds)})")
     qa = run.dataset(cfg.eval_dataset, where="ppo.eval_dataset")["test"] if cfg.eval_dataset else None
-    return list(ds["train"]["prompt"]), list(ds[cfg.eval_split]["prompt"]), qa
+    if cfg.score_qa_prompts and qa is None:
+        raise PipelineError("ppo.score_qa_prompts: needs an eval_dataset (it is '')")
+    held_out = list(ds[cfg.eval_split]["prompt"]) + (list(qa["prompt"]) if cfg.score_qa_prompts else [])
+    return list(ds["train"]["prompt"]), held_out, qa
 
 
 def load_ptx_blocks(cfg: Config, run: RunDir, tokenizer) -> PTXBlocks:

@@ -24,7 +24,8 @@ def tree(root: Path) -> list[str]:
 
 def test_tiny_recipe_end_to_end(tmp_path):
     out = tmp_path / "tiny"
-    first = pipeline("run", "recipes/tiny.yaml", f"run.output_dir={out}")
+    fast = "pretrain.max_steps=300"  # the artifact tree and the skips do not need the recipe's 1,200 steps
+    first = pipeline("run", "recipes/tiny.yaml", f"run.output_dir={out}", fast)
     assert first.returncode == 0, first.stderr[-3000:]
     files = tree(out)
     for stage in ("data", "tokenizer", "pretrain", "sft", "reward", "ppo", "regression"):
@@ -40,7 +41,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert not [f for f in files if ".tmp" in f]
     marker = json.loads((out / "data" / "_SUCCESS").read_text())
 
-    second = pipeline("run", "recipes/tiny.yaml", f"run.output_dir={out}")
+    second = pipeline("run", "recipes/tiny.yaml", f"run.output_dir={out}", fast)
     assert second.returncode == 0, second.stderr[-3000:]
     for stage in ("data", "tokenizer", "pretrain"):
         assert f"{stage}: up to date, skipped" in second.stderr

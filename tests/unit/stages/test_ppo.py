@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -73,9 +74,11 @@ def test_sft_side_of_the_evaluation_matches_the_sft_stage(tuned, tmp_path):
     """The PPO stage's "before" exact match and its floors are the SFT stage's own numbers on the same questions."""
     folder = copy_run(tuned, tmp_path / "r")
     stage("ppo", folder, "ppo.eval_dataset=qa_eval", "ppo.eval_max_new_tokens=8", "ppo.total_episodes=4",
-          "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4")
+          "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4", "ppo.score_qa_prompts=true")
     ppo = json.loads((folder / "ppo" / "metrics.json").read_text())
     sft = json.loads((folder / "sft" / "metrics.json").read_text())
+    held_out = datasets.load_from_disk(str(folder / "data" / "prompts"))["test"]
+    assert ppo["prompts"] == len(held_out) + sft["qa_rows"]  # the reward model scored the questions too
     assert SFT["eval_max_new_tokens"] == 8
     for key in ("exact_match", "contains_answer"):
         assert ppo[f"{key}_before"] == sft[key], key
@@ -131,6 +134,7 @@ def test_nan_reward_stops_with_the_step_named(tuned, tmp_path, monkeypatch, caps
     ("ppo.ptx_coef=0.5 ppo.ptx_dataset=prompts", "ppo.ptx_dataset: 'prompts' has no `text` column"),
     ("ppo.ptx_coef=0.5 ppo.ptx_block_size=100000", "ppo.ptx_dataset: the train split of 'corpus' is shorter than one block"),
     ("ppo.value_model=shared", "ppo.value_model: expected one of reward, policy_head, got 'shared'"),
+    ("ppo.score_qa_prompts=true", "ppo.score_qa_prompts: needs an eval_dataset"),
 ])
 def test_bad_input_is_one_line(tuned, tmp_path, capsys, overrides, message):
     folder = copy_run(tuned, tmp_path / "r")
