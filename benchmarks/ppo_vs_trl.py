@@ -1,25 +1,62 @@
 """Our PPO vs TRL 1.12.0's `trl.experimental.ppo.PPOTrainer` (removed in TRL 1.13), with TRL 1.16's RLOOTrainer
-beside them: episodes/s, peak memory, reward gain per 1,000 episodes and the KL it was reached at.
+beside them: episodes/s, peak memory, and the held-out reward-model gain over SFT at the exact KL to SFT reached.
 
     python benchmarks/ppo_vs_trl.py [--run runs/tiny] [--episodes 256] [--repeats 2]
 
-Both sides run in a fresh process each (ours: `benchmarks/peers/ours_ppo.py`; TRL 1.12: `peers/trl112_ppo.py` in
+Every side trains in a fresh process (ours: `benchmarks/peers/ours_ppo.py`; TRL 1.12: `peers/trl112_ppo.py` in
 the virtualenv `peers/setup_trl112.sh` builds, with the same torch, transformers, datasets and accelerate), on the
 same run folder: policy `sft/final`, reward model `reward/final`, value model initialised from the reward model,
 the `prompts` train split; the same batch, mini-batches, PPO epochs, response length, temperature, β (k1 KL),
 learning rate with linear decay, no missing-EOS penalty, and the same number of torch threads. Without --run it
-builds one with `recipes/tiny.yaml` (data to reward). Alternating repeats; the median is reported.
+builds one with `recipes/tiny.yaml` (data to reward). Repeats alternate the sides, so drift in machine load hits
+every side alike. Each side saves its final policy (`--save`, `save_pretrained`; the policy alone); this script
+then scores them all, and the SFT policy, in this process on the same held-out prompts (below).
 
 What differs, and stays different (each side's own design): TRL reads the reward at the EOS token (or one past a
 response it counted as ending before it) and bootstraps from the value there; ours puts the score on the EOS,
 inside the policy mask, and scores a finished response with the chat template's suffix after EOS, as the reward
-model was trained. Prompt order is each side's own seeded shuffle. KL is the batch mean of the per-response sum of
-k1 over response tokens on both sides (TRL's `objective/kl`). Score gain: `gain_per_1000` (rollout scores of the
-last quarter of updates against the first quarter's); noisy on few updates. RLOO (TRL 1.16's current alternative,
+model was trained. Prompt order is each side's own seeded shuffle. RLOO (TRL 1.16's current alternative,
 `peers/rloo_trl116.py`) runs beside them as the alternative users of current TRL would pick: a different
 algorithm (no value model, a leave-one-out baseline over 4 completions per prompt, one optimizer step per batch of
 completions), with the same policy, reward model, prompts, response length, temperature, β, learning rate and
-threads; an episode there is one completion, and its KL is its per-token KL × mean completion length.
+threads; an episode there is one completion. The extra row "ours, value head on the policy" is `ours_ppo.py
+--value-model policy_head` (the ppo stage's `value_model: policy_head`, built as the stage builds it: a zero-
+initialised `pipeline.rl.value_head.ValueHead` on the policy's last hidden state, one backbone): a recipe choice
+TRL 1.12 does not offer, so that row is a different configuration, not a like-for-like comparison.
+
+Held-out evaluation (`pipeline.rl.evaluation`, whose docstring defines every per-prompt number): H prompts = the
+run's `data/prompts` test split followed by the `prompt`s of `data/qa_eval`'s test split (what the ppo stage
+scores with `score_qa_prompts: true`; without a `qa_eval` dataset, the prompts test split alone), with the SFT
+tokenizer and the run's reward model, greedy responses of at most --eval-max-new-tokens (default 32, the ppo
+stage's `eval_max_new_tokens`). For the SFT policy, `before = evaluate_policy(sft, rm, tok, H, qa=qa_eval_test,
+reference=sft)`; for every saved policy, `after = evaluate_policy(policy, rm, tok, H, qa=qa_eval_test,
+reference=sft)` and `compare(before, after)`.
+
+Columns (one row per side; "median" is over the repeats; "the median repeat" is the repeat whose held-out score
+gain is the median, the lower of the two middle ones when the number of repeats is even, so every held-out column
+of a row describes one and the same trained policy):
+
+    episodes/s        training episodes / seconds of training (ours: the update loop, rollouts and PPO epochs;
+                      TRL: `trainer.train()`); episodes are whole batches, ceil(--episodes / batch) × batch, and
+                      for RLOO an episode is one completion. Median. Loading, saving and evaluation not timed.
+    vs TRL 1.12 PPO   this row's episodes/s / the TRL 1.12 PPO row's episodes/s (both medians). For the value-head
+                      row too, though its configuration differs.
+    peak RSS MB       the side's process's `ru_maxrss` after training (models loaded, trained), in MiB. Median.
+    rollout KL, last update   the KL the trainer logged for its last update: the batch mean over the sampled
+                      (temperature) responses of the sum over response tokens of k1 = log π − log π_SFT of the
+                      sampled token (TRL's `objective/kl`); RLOO logs a mean per token, shown × its mean
+                      completion length (an approximation). One batch, noisy. Median.
+    held-out RM gain [95% CI]   the median repeat's `compare(...)["score_gain"]`: mean over the H prompts of
+                      s_i(policy) − s_i(SFT), s_i the reward model's score of the greedy response (evaluation
+                      docstring); the interval is that repeat's `score_gain_ci95`, gain ± 1.96 · sd / √H with sd
+                      (ddof 1) of the H paired differences.
+    KL to SFT         the median repeat's `after["kl_mean"]`: mean over the H prompts of the exact KL(π ‖ π_SFT),
+                      full softmax over the vocabulary, summed over the tokens of the policy's greedy response
+                      (nats per response). The same measure on every row, RLOO included.
+    strict EM         strict exact match on the `qa_eval` test rows (greedy replies, `score_replies`), SFT → the
+                      median repeat's policy.
+
+Below the table, every repeat's gain, CI, KL and exact match are listed, with `compare`'s `reward_hacking` flag.
 """
 
 from __future__ import annotations
@@ -34,6 +71,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benchmarks" / "peers"
+sys.path.insert(0, str(ROOT))  # the held-out evaluation imports `pipeline`
 
 
 def build_run(folder: Path) -> Path:
@@ -43,32 +81,74 @@ def build_run(folder: Path) -> Path:
     return folder
 
 
-def side(python: str, script: Path, run: Path, args, out: Path) -> dict:
+def side(python: str, script: Path, run: Path, args, out: Path, save: Path, extra: list[str] = ()) -> dict:
     command = [python, str(script), "--run", str(run), "--episodes", str(args.episodes), "--batch-size", str(args.batch_size),
                "--mini-batches", str(args.mini_batches), "--ppo-epochs", str(args.ppo_epochs),
                "--response-length", str(args.response_length), "--temperature", str(args.temperature),
                "--kl-coef", str(args.kl_coef), "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
-               "--threads", str(args.threads), "--out", str(out)]
+               "--threads", str(args.threads), "--out", str(out), "--save", str(save), *extra]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{script.name} failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}")
-    return json.loads(out.read_text())
+    if not any(save.glob("*.safetensors")):
+        sys.exit(f"{script.name} saved no safetensors policy to {save}")
+    return {**json.loads(out.read_text()), "policy": save}
 
 
-def gain_per_1000(result: dict) -> float:
-    """(mean rollout score of the last quarter of updates − the first quarter's) / the episodes between the two
-    quarters' centres (3/4 of the run) × 1,000."""
-    scores = [h.get("score", h.get("scores")) for h in result["history"]]
-    quarter = max(1, len(scores) // 4)
-    rise = statistics.mean(scores[-quarter:]) - statistics.mean(scores[:quarter])
-    return rise / (result["episodes"] * (len(scores) - quarter) / len(scores)) * 1000
+class HeldOut:
+    """The SFT policy scored once on the held-out prompts; `score(folder)` scores a saved policy against it."""
+
+    def __init__(self, run: Path, max_new_tokens: int):
+        import datasets
+
+        from pipeline.models.loading import load_causal_lm
+        from pipeline.rl.evaluation import evaluate_policy
+        from pipeline.stages.ppo import load_reward_model
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # keep the table readable: no "Loading weights" bar per policy
+        self.tokenizer = AutoTokenizer.from_pretrained(run / "sft" / "final")
+        self.reward_model = load_reward_model(run / "reward" / "final")
+        self.sft = load_causal_lm(run / "sft" / "final").requires_grad_(False)
+        prompts = list(datasets.load_from_disk(str(run / "data" / "prompts"))["test"]["prompt"])
+        qa_path = run / "data" / "qa_eval"
+        self.qa = datasets.load_from_disk(str(qa_path))["test"] if qa_path.exists() else None
+        self.prompts = prompts + (list(self.qa["prompt"]) if self.qa is not None else [])
+        self.counts = (len(prompts), len(self.qa) if self.qa is not None else 0)
+        self.kwargs = dict(qa=self.qa, reference=self.sft, max_new_tokens=max_new_tokens)
+        self.before = evaluate_policy(self.sft, self.reward_model, self.tokenizer, self.prompts, **self.kwargs)
+
+    def score(self, folder: Path) -> dict:
+        from pipeline.models.loading import load_causal_lm
+        from pipeline.rl.evaluation import compare, evaluate_policy
+
+        after = evaluate_policy(load_causal_lm(folder), self.reward_model, self.tokenizer, self.prompts, **self.kwargs)
+        return {**compare(self.before, after), "exact_match_before": self.before.get("exact_match"),
+                "exact_match_after": after.get("exact_match"), "score_mean_after": after["score_mean"]}
 
 
 def row(name: str, runs: list[dict]) -> dict:
     pick = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
-    gain = statistics.median(gain_per_1000(r) for r in runs)
+    by_gain = sorted(runs, key=lambda r: r["held_out"]["score_gain"])
+    median_repeat = by_gain[(len(by_gain) - 1) // 2]  # the lower middle one for an even count
     return {"name": name, "episodes_per_second": pick("episodes_per_second"), "peak_rss_mb": pick("peak_rss_mb"),
-            "gain": gain, "kl_last": pick("kl_last"), "episodes": runs[0]["episodes"]}
+            "kl_last": pick("kl_last"), "episodes": runs[0]["episodes"], "held_out": median_repeat["held_out"],
+            "repeat": runs.index(median_repeat), "runs": runs}
+
+
+def em(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+SIDES = (  # key, label, script, extra arguments; the python is ours except for TRL 1.12 ("trl")
+    ("ours", "ours (pipeline.rl.PPOTrainer)", "ours_ppo.py", []),
+    ("trl", "TRL 1.12.0 PPOTrainer", "trl112_ppo.py", []),
+    ("rloo", "TRL 1.16 RLOOTrainer (4 completions per prompt, no value model; not the same algorithm)",
+     "rloo_trl116.py", []),
+    ("ours_head", "ours, value head on the policy (`value_model: policy_head`; one backbone — a recipe choice "
+     "TRL 1.12 does not offer, not like-for-like)", "ours_ppo.py", ["--value-model", "policy_head"]),
+)
 
 
 def main() -> None:
@@ -83,28 +163,56 @@ def main() -> None:
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--learning-rate", type=float, default=3e-5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads, the same on both sides")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, the same on every side and in the evaluation")
+    p.add_argument("--eval-max-new-tokens", type=int, default=32,
+                   help="greedy response length of the held-out evaluation (the ppo stage's eval_max_new_tokens)")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     subprocess.run(["bash", str(PEERS / "setup_trl112.sh")], cwd=ROOT, check=True, capture_output=True)
-    peer_python = str(PEERS / ".venv-trl112" / "bin" / "python")
+    python = {"trl": str(PEERS / ".venv-trl112" / "bin" / "python")}
+    runs = {key: [] for key, *_ in SIDES}
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or build_run(Path(tmp) / "run")
-        ours, trl, rloo = [], [], []
         for i in range(args.repeats):  # alternating, so drift in machine load hits every side alike
-            ours.append(side(sys.executable, PEERS / "ours_ppo.py", run, args, Path(tmp) / f"ours{i}.json"))
-            trl.append(side(peer_python, PEERS / "trl112_ppo.py", run, args, Path(tmp) / f"trl{i}.json"))
-            rloo.append(side(sys.executable, PEERS / "rloo_trl116.py", run, args, Path(tmp) / f"rloo{i}.json"))
-    rows = [row("ours (pipeline.rl.PPOTrainer)", ours), row("TRL 1.12.0 PPOTrainer", trl),
-            row("TRL 1.16 RLOOTrainer (4 completions per prompt, no value model; not the same algorithm)", rloo)]
+            for key, _, script, extra in SIDES:
+                runs[key].append(side(python.get(key, sys.executable), PEERS / script, run, args,
+                                      Path(tmp) / f"{key}{i}.json", Path(tmp) / f"{key}{i}.policy", extra))
+        import torch
+
+        torch.set_num_threads(args.threads)
+        held_out = HeldOut(run, args.eval_max_new_tokens)
+        for key in runs:
+            for r in runs[key]:
+                r["held_out"] = held_out.score(r["policy"])
+    rows = [row(label, runs[key]) for key, label, *_ in SIDES]
+    keys = [key for key, *_ in SIDES]
+    trl = rows[1]
+    before = held_out.before
     print(f"\n{rows[0]['episodes']} episodes, batch {args.batch_size}, {args.mini_batches} mini-batches, "
           f"{args.ppo_epochs} PPO epochs, {args.response_length} new tokens, lr {args.learning_rate}, β {args.kl_coef}, "
-          f"{args.threads} torch thread(s), median of {args.repeats}")
-    print("| trainer | episodes/s | vs TRL 1.12 PPO | peak RSS MB | score gain / 1k episodes | KL at the end |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+          f"{args.threads} torch thread(s); training columns: median of {args.repeats}; held-out columns: the median repeat")
+    print(f"held out: {len(held_out.prompts)} prompts ({held_out.counts[0]} of data/prompts test + {held_out.counts[1]} "
+          f"of qa_eval test), greedy, ≤ {args.eval_max_new_tokens} new tokens; SFT: RM score {before['score_mean']:.3f}, "
+          f"strict exact match {em(before.get('exact_match'))} on {held_out.counts[1]} questions")
+    print("| trainer | episodes/s | vs TRL 1.12 PPO | peak RSS MB | rollout KL, last update "
+          "| held-out RM gain over SFT [95% CI] | KL to SFT (exact, held-out) | strict EM SFT → after |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['name']} | {r['episodes_per_second']:.1f} | {r['episodes_per_second'] / rows[1]['episodes_per_second']:.2f}× "
-              f"| {r['peak_rss_mb']:.0f} | {r['gain']:+.2f} | {r['kl_last']:.3f} |")
+        h = r["held_out"]
+        low, high = h["score_gain_ci95"]
+        print(f"| {r['name']} | {r['episodes_per_second']:.1f} | {r['episodes_per_second'] / trl['episodes_per_second']:.2f}× "
+              f"| {r['peak_rss_mb']:.0f} | {r['kl_last']:.3f} | {h['score_gain']:+.3f} [{low:+.3f}, {high:+.3f}] "
+              f"| {h['kl_after']:.3f} | {em(h['exact_match_before'])} → {em(h['exact_match_after'])} |")
+    print("\nevery repeat (held out: RM gain [95% CI], exact KL to SFT, strict EM; * = the median repeat in the table):")
+    for key, r in zip(keys, rows):
+        cells = []
+        for i, one in enumerate(r["runs"]):
+            h = one["held_out"]
+            flag = ", reward hacking" if h["reward_hacking"] else ""
+            cells.append(f"#{i}{'*' if i == r['repeat'] else ''} {h['score_gain']:+.3f} "
+                         f"[{h['score_gain_ci95'][0]:+.3f}, {h['score_gain_ci95'][1]:+.3f}], KL {h['kl_after']:.3f}, "
+                         f"EM {em(h['exact_match_after'])}{flag}")
+        print(f"  {key}: " + "; ".join(cells))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,13 @@
 `sft/final`, reward model and value init `reward/final`, prompts `data/prompts` train), the same settings.
 
     python benchmarks/peers/ours_ppo.py --run runs/tiny --episodes 256 --batch-size 16 --mini-batches 2 \
-        --ppo-epochs 2 --response-length 24 --out ours.json
+        --ppo-epochs 2 --response-length 24 --out ours.json [--save DIR] [--value-model policy_head]
+
+`--value-model` is the ppo stage's `value_model`, built the same way: `reward` (default; like TRL 1.12) a separate
+value model, a copy of the reward model; `policy_head` a zero-initialised `pipeline.rl.value_head.ValueHead` on the
+policy's last hidden state (one backbone), which TRL 1.12 does not offer. `--save DIR`: after training, the final
+policy alone (`save_pretrained`, safetensors; no value model or head) and the SFT tokenizer, as the ppo stage
+writes `ppo/final/`.
 
 Timed: the update loop only (rollouts and PPO epochs), as the peer times `trainer.train()`. Episodes are whole
 batches: ceil(episodes / batch size) updates, as TRL 1.12 counts them.
@@ -23,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pipeline.rl.trainer import PPOSettings, PPOTrainer  # noqa: E402
-from pipeline.stages.ppo import PromptOrder, load_policy, load_reward_model  # noqa: E402
+from pipeline.rl.value_head import ValueHead  # noqa: E402
+from pipeline.stages.ppo import VALUE_MODELS, PromptOrder, load_policy, load_reward_model  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -39,7 +46,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=3e-6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--value-model", choices=VALUE_MODELS, default="reward",
+                   help="reward: a copy of the reward model (as TRL 1.12); policy_head: a value head on the policy")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--save", type=Path, default=None, help="save the trained policy (and the tokenizer) here")
     return p.parse_args()
 
 
@@ -61,7 +71,9 @@ def main() -> None:
                            ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=args.temperature,
                            kl_coef=args.kl_coef, learning_rate=args.learning_rate, missing_eos_penalty=0.0)
     updates = math.ceil(args.episodes / args.batch_size)
-    trainer = PPOTrainer(settings, policy, copy.deepcopy(reward_model), reward_model, tokenizer, reference=reference,
+    # as pipeline.stages.ppo.run builds it
+    value_model = copy.deepcopy(reward_model) if args.value_model == "reward" else ValueHead.for_policy(policy)
+    trainer = PPOTrainer(settings, policy, value_model, reward_model, tokenizer, reference=reference,
                          total_updates=updates, seed=args.seed)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     order, history = PromptOrder(len(prompts), args.seed), []
@@ -75,8 +87,12 @@ def main() -> None:
               "episodes_per_second": updates * args.batch_size / seconds,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_mb_before_train": rss_before,
               "score_first": history[0]["score"], "score_last": history[-1]["score"], "kl_last": history[-1]["kl"],
-              "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+              "value_model": args.value_model, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
               "history": [{k: h[k] for k in ("score", "kl", "entropy", "response_length")} for h in history]}
+    if args.save:  # the policy alone: PolicyAndValue / PolicyWithValueHead keep the value side apart
+        trainer.unwrapped.policy.save_pretrained(args.save)
+        tokenizer.save_pretrained(args.save)
+        result["saved"] = str(args.save)
     args.out.write_text(json.dumps(result, indent=1))
 
 

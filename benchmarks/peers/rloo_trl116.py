@@ -8,7 +8,8 @@ response length, temperature, β and learning rate. What RLOO does differently, 
 prompt gets `--num-generations` sampled completions and each one's baseline is the mean reward of the others;
 one optimizer step per batch of `--batch-size` completions (`--batch-size / --num-generations` prompts). An
 episode here is one completion. RLOO logs KL as a mean per completion token: `kl_last` multiplies it by the mean
-completion length to put it on the per-response scale of the PPO rows (an approximation).
+completion length to put it on the per-response scale of the PPO rows (an approximation). `--save DIR`: after
+training, the policy (`trainer.model`, `save_pretrained`, safetensors) and the tokenizer.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--save", type=Path, default=None, help="save the trained policy (and the tokenizer) here")
     p.add_argument("--mini-batches", type=int, default=None, help="ignored (PPO only)")
     p.add_argument("--ppo-epochs", type=int, default=None, help="ignored (PPO only)")
     return p.parse_known_args()[0]
@@ -73,6 +75,10 @@ def main() -> None:
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_mb_before_train": rss_before,
               "score_first": history[0]["score"], "score_last": history[-1]["score"], "kl_last": history[-1]["kl"],
               "history": history}
+    if args.save:
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(args.save)
+        tokenizer.save_pretrained(args.save)
+        result["saved"] = str(args.save)
     args.out.write_text(json.dumps(result, indent=1))
 
 

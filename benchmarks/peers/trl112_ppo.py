@@ -8,7 +8,10 @@ Run with the peer virtualenv's python (benchmarks/peers/setup_trl112.sh makes it
 
 Reads <run>/sft/final (policy + tokenizer), <run>/reward/final (reward model, and the value model's init: a second
 copy), and the train split of <run>/data/prompts (column `prompt`: a conversational list of messages, rendered with the
-tokenizer's chat template and add_generation_prompt=True). Writes one JSON object to --out.
+tokenizer's chat template and add_generation_prompt=True). Writes one JSON object to --out. With --save DIR, after
+training, the trained policy alone goes to DIR the way TRL 1.12 saves it: `PPOTrainer.save_model` swaps its
+`PolicyAndValueWrapper` for `.policy` ("save only the policy for inference") and `Trainer._save` writes it with
+`save_pretrained` (safetensors) and the tokenizer; the script then checks that the saved weights are the policy's.
 
 How TRL 1.12 counts: one update = one rollout of --batch-size prompts (one completion each); it runs
 ceil(episodes / batch_size) updates, so it trains on a whole number of batches (`episodes` in the JSON is the count
@@ -44,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--missing-eos-penalty", type=float, default=None, help="subtracted from the score without EOS")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="where to write the result JSON")
+    p.add_argument("--save", type=Path, default=None, help="save the trained policy (and the tokenizer) here")
     # The remaining knobs default to TRL 1.12's own defaults; the benchmark sets them to match our trainer.
     p.add_argument("--learning-rate", type=float, default=3e-6)
     p.add_argument("--lr-scheduler-type", default="linear", help="TrainingArguments lr_scheduler_type")
@@ -65,6 +69,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def save_policy(trainer, folder: Path) -> None:
+    """TRL 1.12's own save (policy only, see the module docstring), checked: the safetensors in `folder` hold the
+    policy's weights under the policy's own names, none of the value model's, none prefixed by the wrapper."""
+    from safetensors import safe_open
+
+    trainer.save_model(str(folder))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        sys.exit(f"TRL 1.12's save_model wrote no safetensors to {folder}")
+    saved = set()
+    for f in files:
+        with safe_open(str(f), framework="pt") as handle:
+            saved |= set(handle.keys())
+    state = trainer.accelerator.unwrap_model(trainer.model).policy.state_dict()
+    kept = {state[k].data_ptr() for k in saved if k in state}
+    missing = [k for k in state if k not in saved and state[k].data_ptr() not in kept]  # tied weights are saved once
+    if not saved <= set(state) or missing:
+        sys.exit(f"{folder} does not hold the policy alone: not policy weights {sorted(saved - set(state))[:5]}, "
+                 f"policy weights missing {missing[:5]}")
 
 
 def main(argv=None) -> dict:
@@ -169,6 +194,9 @@ def main(argv=None) -> dict:
     trainer.train()
     seconds = time.perf_counter() - start
 
+    if args.save:
+        save_policy(trainer, args.save)
+
     logs = [h for h in trainer.state.log_history if "objective/scores" in h]
     if not logs:
         sys.exit("TRL 1.12's PPOTrainer logged no objective/scores")
@@ -186,6 +214,7 @@ def main(argv=None) -> dict:
         "score_last": logs[-1]["objective/scores"],
         "kl_last": logs[-1]["objective/kl"],
         "scores_include_missing_eos_penalty": args.missing_eos_penalty is not None,
+        "saved": str(args.save) if args.save else None,
         "trl_version": trl.__version__,
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,
