@@ -32,6 +32,9 @@ stage's `eval_max_new_tokens`). For the SFT policy, `before = evaluate_policy(sf
 reference=sft)`; for every saved policy, `after = evaluate_policy(policy, rm, tok, H, qa=qa_eval_test,
 reference=sft)` and `compare(before, after)`.
 
+Repeat i trains every side with seed `--seed` + i (sampling, prompt order, initialisation of new heads), so the
+repeats are several trainings, not one training timed several times.
+
 Columns (one row per side; "median" is over the repeats; "the median repeat" is the repeat whose held-out score
 gain is the median, the lower of the two middle ones when the number of repeats is even, so every held-out column
 of a row describes one and the same trained policy):
@@ -81,11 +84,11 @@ def build_run(folder: Path) -> Path:
     return folder
 
 
-def side(python: str, script: Path, run: Path, args, out: Path, save: Path, extra: list[str] = ()) -> dict:
+def side(python: str, script: Path, run: Path, args, seed: int, out: Path, save: Path, extra: list[str] = ()) -> dict:
     command = [python, str(script), "--run", str(run), "--episodes", str(args.episodes), "--batch-size", str(args.batch_size),
                "--mini-batches", str(args.mini_batches), "--ppo-epochs", str(args.ppo_epochs),
                "--response-length", str(args.response_length), "--temperature", str(args.temperature),
-               "--kl-coef", str(args.kl_coef), "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
+               "--kl-coef", str(args.kl_coef), "--learning-rate", str(args.learning_rate), "--seed", str(seed),
                "--threads", str(args.threads), "--out", str(out), "--save", str(save), *extra]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
@@ -162,7 +165,7 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--learning-rate", type=float, default=3e-5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="repeat i trains with seed + i, so the held-out columns see several trainings")
     p.add_argument("--threads", type=int, default=1, help="torch threads, the same on every side and in the evaluation")
     p.add_argument("--eval-max-new-tokens", type=int, default=32,
                    help="greedy response length of the held-out evaluation (the ppo stage's eval_max_new_tokens)")
@@ -175,7 +178,7 @@ def main() -> None:
         run = args.run or build_run(Path(tmp) / "run")
         for i in range(args.repeats):  # alternating, so drift in machine load hits every side alike
             for key, _, script, extra in SIDES:
-                runs[key].append(side(python.get(key, sys.executable), PEERS / script, run, args,
+                runs[key].append(side(python.get(key, sys.executable), PEERS / script, run, args, args.seed + i,
                                       Path(tmp) / f"{key}{i}.json", Path(tmp) / f"{key}{i}.policy", extra))
         import torch
 
