@@ -57,7 +57,8 @@ of a row describes one and the same trained policy):
                       full softmax over the vocabulary, summed over the tokens of the policy's greedy response
                       (nats per response). The same measure on every row, RLOO included.
     strict EM         strict exact match on the `qa_eval` test rows (greedy replies, `score_replies`), SFT → the
-                      median repeat's policy.
+                      median repeat's policy. Its floors (`qa_floors`: echoing the question, each category's
+                      commonest answer) are printed above the table.
 
 Below the table, every repeat's gain, CI, KL and exact match are listed, with `compare`'s `reward_hacking` flag.
 """
@@ -121,6 +122,15 @@ class HeldOut:
         self.counts = (len(prompts), len(self.qa) if self.qa is not None else 0)
         self.kwargs = dict(qa=self.qa, reference=self.sft, max_new_tokens=max_new_tokens)
         self.before = evaluate_policy(self.sft, self.reward_model, self.tokenizer, self.prompts, **self.kwargs)
+
+    def floors(self) -> str:
+        """The strict exact-match floors beside the scores: echoing the question, the commonest answer."""
+        if self.qa is None:
+            return ""
+        from pipeline.metrics.qa import qa_floors
+
+        found = {name: result["exact_match"] for name, result in qa_floors(self.qa).items()}
+        return " (floors: " + ", ".join(f"{name} {value:.2f}" for name, value in found.items()) + ")"
 
     def score(self, folder: Path) -> dict:
         from pipeline.models.loading import load_causal_lm
@@ -196,7 +206,7 @@ def main() -> None:
           f"{args.threads} torch thread(s); training columns: median of {args.repeats}; held-out columns: the median repeat")
     print(f"held out: {len(held_out.prompts)} prompts ({held_out.counts[0]} of data/prompts test + {held_out.counts[1]} "
           f"of qa_eval test), greedy, ≤ {args.eval_max_new_tokens} new tokens; SFT: RM score {before['score_mean']:.3f}, "
-          f"strict exact match {em(before.get('exact_match'))} on {held_out.counts[1]} questions")
+          f"strict exact match {em(before.get('exact_match'))} on {held_out.counts[1]} questions{held_out.floors()}")
     print("| trainer | episodes/s | vs TRL 1.12 PPO | peak RSS MB | rollout KL, last update "
           "| held-out RM gain over SFT [95% CI] | KL to SFT (exact, held-out) | strict EM SFT → after |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

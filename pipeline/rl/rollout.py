@@ -84,11 +84,6 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def response_logits(logits: torch.Tensor, prompt_width: int, temperature: float) -> torch.Tensor:
-    """The logits that predict the response tokens, temperature-scaled: columns P-1 .. P+R-2."""
-    return logits[:, prompt_width - 1: -1] / temperature
-
-
 def response_forward(model, query_responses, attention_mask, response_width: int) -> torch.Tensor:
     """A causal LM's logits (B, R, V) at the R columns that predict the response tokens (P-1 .. P+R-2), not
     temperature-scaled. `logits_to_keep` spares the LM head the prompt columns."""
@@ -118,7 +113,7 @@ def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens:
                      top_p: float, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled responses (B, R = max_new_tokens), with the KV cache; rows that reached EOS continue as pad.
     Also the log-probability (B, R) of each sampled token under the temperature-scaled policy before the
-    nucleus cut (what `token_logprobs(response_logits(...))` computes from a full forward pass, up to
+    nucleus cut (what `token_logprobs(response_forward(...) / temperature, ...)` computes from a full forward pass, up to
     floating-point differences of the cached computation; 0 at pad).
 
     Each row draws its tokens from its own generator (`episode_generators`), so a response depends on its prompt

@@ -1,9 +1,11 @@
 """Rollout layout helpers against hand-built tensors."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from pipeline.rl.rollout import position_ids, response_logits, token_logprobs, with_suffix
+from pipeline.rl.rollout import position_ids, response_forward, token_logprobs, with_suffix
 from tests.unit.rl.test_evaluation import tok  # noqa: F401 (the fixture: a BPE tokenizer with a chat template)
 
 PAD, EOS, NL = 0, 2, 9
@@ -25,11 +27,15 @@ def test_suffix_goes_right_after_the_eos_of_ended_responses_only():
     assert same[0] is ids and same[1] is mask
 
 
-def test_response_logits_are_the_columns_that_predict_the_response():
-    # logits[:, i] predicts token i + 1; prompt width 2, sequence length 5 -> columns 1, 2, 3 predict tokens 2, 3, 4
-    logits = torch.arange(5, dtype=torch.float).view(1, 5, 1).expand(1, 5, 3).clone()
-    assert response_logits(logits, 2, temperature=1.0)[0, :, 0].tolist() == [1.0, 2.0, 3.0]
-    assert response_logits(logits, 2, temperature=2.0)[0, :, 0].tolist() == [0.5, 1.0, 1.5]
+def test_response_forward_returns_the_columns_that_predict_the_response():
+    # logits[:, i] predicts token i + 1; prompt width 2, sequence length 5, response width 3 -> columns 1, 2, 3
+    class ColumnIndex(torch.nn.Module):  # a causal LM whose logits at column i are all i, honouring logits_to_keep
+        def forward(self, input_ids, attention_mask, position_ids, logits_to_keep):
+            logits = torch.arange(input_ids.shape[1], dtype=torch.float).view(1, -1, 1).expand(1, -1, 3)
+            return SimpleNamespace(logits=logits[:, -logits_to_keep:])
+
+    ids = torch.tensor([[4, 5, 6, 7, 8]])
+    assert response_forward(ColumnIndex(), ids, torch.ones_like(ids), 3)[0, :, 0].tolist() == [1.0, 2.0, 3.0]
 
 
 def test_token_logprobs_by_hand():
