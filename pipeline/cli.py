@@ -4,6 +4,7 @@
     pipeline stage NAME --run runs/tiny [section.key=value ...] [--force]
     pipeline validate recipes/*.yaml
     pipeline list
+    pipeline eval PATH_OR_HUB_ID [--suite NAME ...] [--json]       (pipeline.evaluation)
 
 User errors (bad recipe, missing data) print one line on stderr and exit with status 2.
 """
@@ -11,6 +12,7 @@ User errors (bad recipe, missing data) print one line on stderr and exit with st
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -38,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("list", help="list stages and shipped recipes")
 
+    for name, (module, help_text) in TOOLS.items():  # each module: add_arguments(parser, name), run_command(args)
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text), name)
+
     args, extra = parser.parse_known_args(argv)  # overrides may come before or after --options
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command in TOOLS:
+            return importlib.import_module(TOOLS[args.command][0]).run_command(args)
         return COMMANDS[args.command](args)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -87,6 +94,11 @@ def cmd_list(args) -> int:
             print(f"  {path}")
     return 0
 
+
+# The commands that work on what stages wrote (one module each, which owns its options).
+TOOLS: dict[str, tuple[str, str]] = {
+    "eval": ("pipeline.evaluation", "evaluate a model, checkpoint, run folder or Hub id with the stages' metrics"),
+}
 
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "validate": cmd_validate, "list": cmd_list}
 

@@ -78,3 +78,25 @@ def kill_when(proc, marker: Path, timeout: float = 300) -> None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+# A whole run at the smallest sizes that still exercise every model stage (about a minute on 2 cores).
+NANO_SECTIONS = {
+    "pretrain": {"model_size": "nano", "block_size": 64, "max_steps": 30, "per_device_train_batch_size": 8,
+                 "learning_rate": 0.005, "eval_steps": 30, "save_steps": 30, "n_samples": 0},
+    "sft": {"max_steps": 10, "per_device_train_batch_size": 8, "eval_max_new_tokens": 8, "learning_rate": 0.002},
+    "reward": {"max_steps": 10, "per_device_train_batch_size": 8, "learning_rate": 0.001},
+    "ppo": {"rollout_batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6, "total_episodes": 8,
+            "save_steps": 2, "eval_max_new_tokens": 8, "score_qa_prompts": True},
+}
+NANO_STAGES = ("data", "tokenizer", "pretrain", "sft", "reward", "ppo")
+
+
+@pytest.fixture(scope="session")
+def nano_run(tmp_path_factory) -> Path:
+    """A finished run folder (data .. ppo at nano sizes), shared by the whole session: treat it as read-only
+    (copy it with shutil.copytree before changing anything in it)."""
+    folder = make_run(tmp_path_factory.mktemp("nano") / "run", **NANO_SECTIONS)
+    for name in NANO_STAGES:
+        stage(name, folder)
+    return folder

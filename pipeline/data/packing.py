@@ -37,6 +37,14 @@ def tokenize(texts: Iterable[str], tokenizer, batch: int = 1000) -> tuple[np.nda
     return ids, {"bytes": n_bytes, "tokens": int(len(ids)), "documents": n_docs}
 
 
+def validation_stream(texts: Iterable[str], tokenizer) -> tuple[np.ndarray, dict]:
+    """`tokenize(texts)` after one leading <|endoftext|>, so the first document is predicted from a separator
+    like every other: the stream `pipeline.metrics.lm.bits_per_byte` scores whole."""
+    ids, stats = tokenize(texts, tokenizer)
+    separator = np.asarray([tokenizer.convert_tokens_to_ids(SEPARATOR)], dtype=ids.dtype)
+    return np.concatenate([separator, ids]), stats
+
+
 def pack(texts: Iterable[str], tokenizer, block_size: int, batch: int = 1000) -> tuple[np.ndarray, dict]:
     """Token blocks of shape (n, block_size): the stream of `tokenize` cut into full blocks (the tail that does
     not fill one is left out), and the stats of the whole text."""

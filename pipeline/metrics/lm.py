@@ -82,14 +82,9 @@ def bits_per_byte(model, token_ids, token_bytes, block_size: int, batch_size: in
     if ids.ndim != 1 or len(ids) < 2:
         raise ValueError(f"token_ids: need a 1-D stream of at least 2 tokens, got shape {tuple(ids.shape)}")
     nll = _window_nll(model, ids, block_size, batch_size)
-    targets, nll = ids[1:], nll[1:]
-    scored = lengths[targets] > 0
-    n_bytes = int(lengths[targets].sum())
-    if n_bytes == 0:
-        raise ValueError("token_ids: no predicted token has any bytes (only separators): bits per byte undefined")
-    bits = float(nll[scored].sum()) / math.log(2)
-    return {"bits_per_byte": bits / n_bytes, "nats_per_token": float(nll.mean()), "bits": bits,
-            "predicted_tokens": len(targets), "scored_tokens": int(scored.sum()), "bytes": n_bytes}
+    from pipeline.metrics.modules import load  # the sums above, computed by the `bits_per_byte` evaluate module
+
+    return load("bits_per_byte").compute(nll=nll[1:].tolist(), token_bytes=lengths[ids[1:]].tolist())
 
 
 @torch.no_grad()

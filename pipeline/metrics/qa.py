@@ -85,22 +85,16 @@ def exact_match(reply: str, answer: str, subject: str = "", answer_type: str | N
 
 
 def score_replies(replies: list[str], qa) -> dict:
-    """{"exact_match", "contains_answer", "rows", "by_category": {category: {...}}} of replies to `qa`'s rows."""
+    """{"exact_match", "contains_answer", "rows", "by_category": {category: {...}}, "hits"} of replies to `qa`'s
+    rows, computed by the `qa_exact_match` evaluate module (`pipeline.metrics.modules`), which applies
+    `exact_match` and `contains_answer` to each row."""
+    from pipeline.metrics.modules import load
+
     rows = qa.to_list()
-    strict = [exact_match(reply, row["answer"], row.get("subject") or "", row.get("answer_type"), row.get("candidates"))
-              for reply, row in zip(replies, rows)]
-    loose = [contains_answer(reply, row["answer"]) for reply, row in zip(replies, rows)]
-    by_category: dict[str, dict] = {}
-    for row, hit, contained in zip(rows, strict, loose):
-        entry = by_category.setdefault(row["category"], {"rows": 0, "exact_match": 0, "contains_answer": 0})
-        entry["rows"] += 1
-        entry["exact_match"] += hit
-        entry["contains_answer"] += contained
-    for entry in by_category.values():
-        entry["exact_match"] /= entry["rows"]
-        entry["contains_answer"] /= entry["rows"]
-    return {"exact_match": sum(strict) / max(len(strict), 1), "contains_answer": sum(loose) / max(len(loose), 1),
-            "rows": len(strict), "by_category": dict(sorted(by_category.items())), "hits": strict}
+    return load("qa_exact_match").compute(
+        predictions=list(replies), references=[row["answer"] for row in rows],
+        subjects=[row.get("subject") or "" for row in rows], answer_types=[row.get("answer_type") or "" for row in rows],
+        candidates=[row.get("candidates") or [] for row in rows], categories=[row["category"] for row in rows])
 
 
 def floor_replies(qa) -> dict[str, list[str]]:

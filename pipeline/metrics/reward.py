@@ -65,6 +65,19 @@ def pairwise_report(chosen: np.ndarray, rejected: np.ndarray, kinds: list[str] |
     return report
 
 
+def pair_metrics(chosen, rejected, kinds: list[str] | None = None, skipped: int = 0) -> dict:
+    """`pairwise_report` of scored pairs, computed by the `reward_accuracy` evaluate module
+    (`pipeline.metrics.modules`): what the reward stage reports and `pipeline eval` recomputes."""
+    from pipeline.metrics.modules import load
+
+    chosen, rejected = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
+    if not len(chosen):
+        raise ValueError("no scored pairs: accuracy is undefined")
+    return load("reward_accuracy").compute(chosen_rewards=chosen.tolist(), rejected_rewards=rejected.tolist(),
+                                           kinds=list(kinds) if kinds is not None else [""] * len(chosen),
+                                           skipped=skipped)
+
+
 def calibration(margin: np.ndarray, bins: int = 10) -> dict:
     """Reliability of p = sigmoid(margin). Each pair is counted in both orders (p for "chosen first", 1-p for
     "rejected first"), so predicted probabilities cover [0, 1] and a calibrated model has accuracy == p per bin.

@@ -43,7 +43,7 @@ from transformers import (
 )
 
 from pipeline.artifacts import RunDir, write_json
-from pipeline.data.packing import SEPARATOR, BlockDataset, WindowDataset, pack, save_blocks, tokenize
+from pipeline.data.packing import BlockDataset, WindowDataset, pack, save_blocks, validation_stream
 from pipeline.errors import PipelineError
 from pipeline.metrics.lm import bits_per_byte, token_byte_lengths, windows
 from pipeline.models.sizes import ARCHITECTURES, SIZES, build_config
@@ -143,10 +143,9 @@ def prepare_blocks(cfg: Config, run: RunDir, tokenizer) -> dict:
     if len(blocks) == 0:
         raise PipelineError(f"pretrain.dataset: split 'train' of {cfg.dataset!r} is shorter than one block of {cfg.block_size} tokens")
     save_blocks(packed / "train.npy", blocks)
-    ids, validation = tokenize((row["text"] for row in ds["validation"]), tokenizer)
+    stream, validation = validation_stream((row["text"] for row in ds["validation"]), tokenizer)
     if validation["bytes"] == 0:
         raise PipelineError(f"pretrain.dataset: split 'validation' of {cfg.dataset!r} has no text")
-    stream = np.concatenate([np.asarray([tokenizer.convert_tokens_to_ids(SEPARATOR)], dtype=ids.dtype), ids])
     save_blocks(packed / "validation_stream.npy", stream)
     return {"train": {**train, "blocks": len(blocks)},
             "validation": {**validation, "windows": len(windows(len(stream), cfg.block_size))},

@@ -22,7 +22,7 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
-from pipeline.metrics.reward import held_out_pairs, pairwise_report, plot_calibration, score_pairs
+from pipeline.metrics.reward import held_out_pairs, pair_metrics, plot_calibration, score_pairs
 from pipeline.models.loading import is_adapter, load_reward_base
 from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final
 
@@ -97,7 +97,7 @@ def run(cfg: Config, run: RunDir) -> dict:
 def evaluate(model, pairs, skipped: int, out) -> dict:
     """Accuracy, margin and calibration on the held-out `pairs` (from `held_out_pairs`), scored whole."""
     chosen, rejected = score_pairs(model, pairs)
-    report = pairwise_report(chosen, rejected, pairs["kind"] if "kind" in pairs.column_names else None, skipped)
+    report = pair_metrics(chosen, rejected, pairs["kind"] if "kind" in pairs.column_names else None, skipped)
     plot_calibration(report, out / "calibration.png")
     return {**report, "ece": report["calibration"]["ece"]}
 

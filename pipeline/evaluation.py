@@ -1,0 +1,488 @@
+"""`pipeline eval`: evaluate any checkpoint the pipeline wrote, with the stages' own metric code.
+
+    pipeline eval runs/tiny                       # every stage's final model -> runs/tiny/eval/<stage>.json
+    pipeline eval runs/tiny --checkpoints         # and every checkpoint-<step> -> eval/<stage>-<step>.json
+    pipeline eval runs/tiny/sft/final --json      # one model, on its run's data with its run's settings
+    pipeline eval me/tiny-sft --data runs/tiny    # a Hub id (or any folder), on a run's data
+    pipeline eval runs/tiny/ppo/final --against runs/tiny/sft/final --reward-model runs/tiny/reward/final
+
+What is given decides the suites (`--suite` picks some; one that cannot run is an error):
+
+    causal LM     bpb            bits per byte of the run's corpus validation split, or of `--data FILE.txt`
+                                 (`pipeline.metrics.lm.bits_per_byte`, the pretrain stage's `val_bpb`)
+                  exact_match    strict exact match and contains-answer on the qa_eval test questions, greedy,
+                                 with the echo and majority floors (`pipeline.metrics.qa`, the sft stage's numbers)
+                  reward_score   mean reward-model score of greedy replies to the held-out prompts, with KL to
+                                 `--reference` when given (`pipeline.rl.evaluation.evaluate_policy`, the ppo
+                                 stage's "after" numbers); needs a reward model (`--reward-model`, or the run's)
+                  win_rate       `--against OTHER`: how often this model's reply outscores OTHER's on the held-out
+                                 prompts by the reward model, ties apart, Wilson 95% intervals (`win_rate` module)
+                  samples        the first greedy replies, to read
+    reward model  reward_accuracy  pairwise accuracy (per rejection kind), margin and ECE on the preference test
+                                 split, tokenized as TRL's RewardTrainer does (the reward stage's numbers)
+
+Inside a run folder, every setting comes from the run's config.yaml (block size, reply lengths, the PPO
+prompts), so `pipeline eval` reproduces each stage's own metrics; the sft policy is the reference of the ppo
+one. Output: a table on stderr-free stdout, or with `--json` exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.artifacts import RunDir, write_json
+from pipeline.errors import PipelineError
+
+MODEL_STAGES = ("pretrain", "sft", "reward", "ppo")
+SUITES = {"causal_lm": ("bpb", "exact_match", "reward_score", "win_rate", "samples"),
+          "reward_model": ("reward_accuracy",)}
+N_SAMPLES = 4
+
+
+@dataclass
+class Target:
+    """A model to evaluate: its folder, its kind, and the run (stage, step) it belongs to, if any."""
+
+    folder: Path
+    kind: str                       # "causal_lm" or "reward_model"
+    run: Path | None = None
+    stage: str | None = None
+    step: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage}-{self.step}" if self.step is not None else (self.stage or self.folder.name)
+
+
+@dataclass
+class Data:
+    """What the suites score on, and with which settings (a run's config, or defaults)."""
+
+    run: Path | None = None
+    text_file: Path | None = None
+    settings: dict = field(default_factory=dict)
+
+    def dataset(self, name: str, split: str):
+        if self.run is None:
+            return None
+        path = self.run / "data" / name
+        if not (path / "dataset_dict.json").is_file():
+            return None
+        import datasets
+
+        ds = datasets.load_from_disk(str(path), keep_in_memory=True)
+        return ds[split] if split in ds else None
+
+
+# ----------------------------------------------------------------------------------------------- what is it
+
+
+def model_kind(folder: Path) -> str | None:
+    """"causal_lm", "reward_model" or None, from config.json's architectures (or a LoRA adapter's task)."""
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file():
+        task = json.loads(adapter.read_text()).get("task_type")
+        return {"CAUSAL_LM": "causal_lm", "SEQ_CLS": "reward_model"}.get(task)
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    architectures = json.loads(config.read_text()).get("architectures") or []
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        return "causal_lm"
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "reward_model"
+    return None
+
+
+def run_of(folder: Path) -> tuple[Path | None, str | None, int | None]:
+    """(run folder, stage, step) when `folder` is `<run>/<stage>/final` or `<run>/<stage>/checkpoint-<step>`."""
+    folder = folder.resolve()
+    stage_dir, run = folder.parent, folder.parent.parent
+    if stage_dir.name not in MODEL_STAGES or not (run / "config.yaml").is_file():
+        return None, None, None
+    step = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    if folder.name != "final" and not step:
+        return None, None, None
+    return run, stage_dir.name, int(step.group(1)) if step else None
+
+
+def targets(path: Path, checkpoints: bool) -> list[Target]:
+    """The models behind `path`: a run folder's final models (and checkpoints), or one model folder."""
+    if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
+        found = []
+        for stage in MODEL_STAGES:
+            folders = [path / stage / "final"] if (path / stage / "_SUCCESS").is_file() else []
+            if checkpoints:
+                folders += sorted(path.joinpath(stage).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            found += [target_of(f) for f in folders if f.is_dir()]
+        if not found:
+            raise PipelineError(f"{path}: a run folder with no finished model stage ({', '.join(MODEL_STAGES)})")
+        return found
+    return [target_of(path)]
+
+
+def target_of(folder: Path) -> Target:
+    run, stage, step = run_of(folder)
+    kind = model_kind(folder)
+    if kind is None and stage == "ppo" and step is not None:
+        kind = "causal_lm"  # our own checkpoint: the policy's weights under "policy." (`load_policy_checkpoint`)
+    if kind is None:
+        raise PipelineError(f"{folder}: not a model folder (no config.json naming a *ForCausalLM or "
+                            "*ForSequenceClassification architecture, no adapter_config.json) and not a run folder")
+    return Target(folder, kind, run, stage, step)
+
+
+# ------------------------------------------------------------------------------------------ models and data
+
+
+def device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(target: Target):
+    """The model behind `target`, in eval mode on `device()`: vanilla transformers (a LoRA adapter merged)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline.models.loading import is_adapter, load_causal_lm
+
+    if target.kind == "causal_lm":
+        model = load_causal_lm(target.folder) if (target.folder / "config.json").is_file() or is_adapter(target.folder) \
+            else load_policy_checkpoint(target)
+    elif is_adapter(target.folder):
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(str(target.folder)).merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(target.folder))
+    return model.to(device()).eval()
+
+
+def load_policy_checkpoint(target: Target):
+    """The policy of a ppo `checkpoint-<step>` (accelerate's state of policy + value, keys "policy.*"), in the
+    architecture of the run's sft model."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sft = target.run / "sft" / "final"
+    if not (sft / "config.json").is_file():
+        raise PipelineError(f"{target.folder}: a ppo checkpoint of a LoRA policy (or without {sft}) cannot be "
+                            "evaluated alone: evaluate ppo/final")
+    weights = load_file(str(target.folder / "model.safetensors"))
+    policy = {k[len("policy."):]: v for k, v in weights.items() if k.startswith("policy.")}
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(sft)))
+    missing, unexpected = model.load_state_dict(policy, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:  # a tied LM head is saved once
+        raise PipelineError(f"{target.folder}: its policy weights do not fit {sft}'s architecture")
+    model.tie_weights()
+    return model
+
+
+def load_tokenizer(target: Target):
+    """The tokenizer saved with the model, else the one of its stage's final model, else the run's."""
+    from transformers import AutoTokenizer
+
+    candidates = [target.folder]
+    if target.run is not None:
+        candidates += [target.run / target.stage / "final", target.run / "sft" / "final", target.run / "tokenizer" / "final"]
+    for folder in candidates:
+        if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(str(folder))
+    raise PipelineError(f"{target.folder}: no tokenizer saved with the model (and no run folder to take one from)")
+
+
+def data_for(target: Target, data_arg: str | None) -> Data:
+    """Where the suites read their data: `--data` (a run folder or a .txt file), else the target's own run."""
+    if data_arg:
+        from pipeline.hub import local_folder
+
+        path = local_folder(data_arg, repo_type="dataset")
+        if path.is_file():
+            return Data(text_file=path, settings=settings_of(target.run))
+        if not (path / "config.yaml").is_file() or not (path / "data").is_dir():
+            raise PipelineError(f"--data {data_arg}: expected a run folder (with config.yaml and data/) or a .txt file")
+        return Data(run=path, settings=settings_of(path))
+    return Data(run=target.run, settings=settings_of(target.run))
+
+
+def settings_of(run: Path | None) -> dict:
+    """The resolved recipe sections of a run (its config.yaml), or {}."""
+    if run is None:
+        return {}
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text()) or {}
+
+
+def held_out_prompts(data: Data) -> list | None:
+    """The PPO stage's held-out prompts: the prompts' eval split, plus the qa_eval questions when the run's ppo
+    section scores them (`score_qa_prompts`)."""
+    ppo = data.settings.get("ppo", {})
+    split = data.dataset(ppo.get("dataset", "prompts"), ppo.get("eval_split", "test"))
+    if split is None:
+        return None
+    prompts = list(split["prompt"])
+    qa = data.dataset(ppo.get("eval_dataset") or "qa_eval", "test") if ppo.get("score_qa_prompts") else None
+    return prompts + (list(qa["prompt"]) if qa is not None else [])
+
+
+# ------------------------------------------------------------------------------------------------ suites
+
+
+class Unavailable(Exception):
+    """A suite that cannot run on what was given; the message says what it needs."""
+
+
+@dataclass
+class Context:
+    """Everything a suite may use."""
+
+    target: Target
+    model: object
+    tokenizer: object
+    data: Data
+    reward_model: object = None
+    reference: object = None
+    against: object = None
+
+    def stage_setting(self, key: str, default):
+        """A setting of the target's stage section (ppo's reply length for a ppo policy), else sft's, else default."""
+        for section in (self.target.stage, "sft"):
+            value = self.data.settings.get(section or "", {}).get(key)
+            if value is not None:
+                return value
+        return default
+
+
+def suite_bpb(ctx: Context) -> dict:
+    import numpy as np
+
+    from pipeline.data.packing import validation_stream
+    from pipeline.metrics.lm import bits_per_byte, token_byte_lengths
+
+    pretrain = ctx.data.settings.get("pretrain", {})
+    if ctx.data.text_file is not None:
+        texts, source = [ctx.data.text_file.read_text(encoding="utf-8")], str(ctx.data.text_file)
+    else:
+        dataset = pretrain.get("dataset", "corpus")
+        split = ctx.data.dataset(dataset, "validation")
+        if split is None:
+            raise Unavailable("needs a text set: a run with a corpus validation split, or --data FILE.txt")
+        texts, source = split["text"], f"{dataset} validation"
+    block_size = pretrain.get("block_size") or ctx.model.config.max_position_embeddings
+    stream, _ = validation_stream(texts, ctx.tokenizer)
+    result = bits_per_byte(ctx.model, np.asarray(stream), token_byte_lengths(ctx.tokenizer), block_size,
+                           pretrain.get("per_device_eval_batch_size", 8))
+    return {**result, "text": source, "block_size": block_size}
+
+
+def suite_exact_match(ctx: Context) -> dict:
+    from pipeline.metrics.qa import qa_floors, score_qa
+
+    qa = ctx.data.dataset(ctx.data.settings.get("sft", {}).get("eval_dataset") or "qa_eval", "test")
+    if qa is None:
+        raise Unavailable("needs the qa_eval questions of a run (give --data RUN)")
+    scored = score_qa(ctx.model, ctx.tokenizer, qa, ctx.stage_setting("eval_max_new_tokens", 32))
+    floors = {name: result["exact_match"] for name, result in qa_floors(qa).items()}
+    return {**scored, "floors": floors}
+
+
+def suite_reward_score(ctx: Context) -> dict:
+    from pipeline.rl.evaluation import evaluate_policy
+
+    prompts = held_out_prompts(ctx.data)
+    if ctx.reward_model is None or not prompts:
+        raise Unavailable("needs a reward model (--reward-model, or a run that has one) and held-out prompts")
+    result = evaluate_policy(ctx.model, ctx.reward_model, ctx.tokenizer, prompts, reference=ctx.reference,
+                             max_new_tokens=ctx.stage_setting("eval_max_new_tokens", 32))
+    keep = ("score_mean", "score_std", "kl_mean", "response_length_mean", "eos_share")
+    return {"prompts": len(prompts), **{k: result[k] for k in keep if k in result}}
+
+
+def suite_win_rate(ctx: Context) -> dict:
+    from pipeline.metrics.modules import load
+    from pipeline.rl.evaluation import evaluate_policy
+
+    prompts = held_out_prompts(ctx.data)
+    if ctx.against is None or ctx.reward_model is None or not prompts:
+        raise Unavailable("needs --against OTHER, a reward model and held-out prompts")
+    length = ctx.stage_setting("eval_max_new_tokens", 32)
+    mine = evaluate_policy(ctx.model, ctx.reward_model, ctx.tokenizer, prompts, max_new_tokens=length)
+    theirs = evaluate_policy(ctx.against, ctx.reward_model, ctx.tokenizer, prompts, max_new_tokens=length)
+    return load("win_rate").compute(scores=mine["scores"], other_scores=theirs["scores"])
+
+
+def suite_samples(ctx: Context) -> dict:
+    from pipeline.metrics.qa import generate_replies
+
+    prompts = (held_out_prompts(ctx.data) or [])[:N_SAMPLES]
+    if not prompts:
+        raise Unavailable("needs held-out prompts (a run's prompts test split)")
+    replies = generate_replies(ctx.model, ctx.tokenizer, prompts, ctx.stage_setting("eval_max_new_tokens", 32))
+    return {"samples": [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts, replies)]}
+
+
+def suite_reward_accuracy(ctx: Context) -> dict:
+    import tempfile
+
+    from trl import RewardConfig, RewardTrainer
+
+    from pipeline.metrics.reward import held_out_pairs, pair_metrics, score_pairs
+
+    section = ctx.data.settings.get("reward", {})
+    test = ctx.data.dataset(section.get("dataset", "preferences"), section.get("eval_split", "test"))
+    if test is None:
+        raise Unavailable("needs preference pairs: a run with a preferences test split (give --data RUN)")
+    columns = [c for c in ("prompt", "chosen", "rejected", "kind") if c in test.column_names]
+    with tempfile.TemporaryDirectory() as scratch:  # TRL's own preprocessing, as in the reward stage
+        args = RewardConfig(output_dir=scratch, report_to=[], bf16=False, max_length=section.get("max_length", 1024),
+                            use_cpu=device().type == "cpu")
+        trainer = RewardTrainer(model=ctx.model, args=args, processing_class=ctx.tokenizer,
+                                train_dataset=test.select(range(1)).select_columns(columns[:3]))
+        pairs, skipped = held_out_pairs(trainer, test.select_columns(columns))
+    chosen, rejected = score_pairs(ctx.model, pairs)
+    return pair_metrics(chosen, rejected, pairs["kind"] if "kind" in pairs.column_names else None, skipped)
+
+
+SUITE_FUNCTIONS = {"bpb": suite_bpb, "exact_match": suite_exact_match, "reward_score": suite_reward_score,
+                   "win_rate": suite_win_rate, "samples": suite_samples, "reward_accuracy": suite_reward_accuracy}
+
+
+# ------------------------------------------------------------------------------------------- the command
+
+
+def resolve(path_or_id: str | None) -> Path | None:
+    from pipeline.hub import local_folder
+
+    return local_folder(path_or_id) if path_or_id else None
+
+
+def load_reward_model(folder: Path):
+    target = target_of(folder)
+    if target.kind != "reward_model":
+        raise PipelineError(f"--reward-model {folder}: not a reward model (a *ForSequenceClassification folder)")
+    model = load_model(target)
+    if model.config.num_labels != 1:
+        raise PipelineError(f"--reward-model {folder}: has {model.config.num_labels} labels; a reward is one scalar")
+    return model
+
+
+def context(target: Target, options) -> Context:
+    """Model, tokenizer, data and the models the suites compare with: the given ones, else the run's own (its
+    reward model; for a ppo policy, the sft policy as the reference, as the ppo stage measured KL)."""
+    data = data_for(target, options.data)
+    ctx = Context(target, load_model(target), load_tokenizer(target), data)
+    if target.kind != "causal_lm":
+        return ctx
+    reward = resolve(options.reward_model) or (data.run / "reward" / "final" if data.run is not None and
+                                               (data.run / "reward" / "_SUCCESS").is_file() else None)
+    reference = resolve(options.reference) or (target.run / "sft" / "final" if target.stage == "ppo" else None)
+    ctx.reward_model = load_reward_model(reward) if reward else None
+    ctx.reference = load_model(target_of(reference)) if reference else None
+    ctx.against = load_model(target_of(resolve(options.against))) if options.against else None
+    return ctx
+
+
+def evaluate_target(target: Target, options, progress=None) -> dict:
+    """{"model", "kind", "stage", "step", "data", "suites": {suite: numbers}, "skipped": {suite: why}}."""
+    chosen = options.suite or SUITES[target.kind]
+    unknown = [s for s in chosen if s not in SUITE_FUNCTIONS]
+    if unknown:
+        raise PipelineError(f"--suite {unknown[0]}: no such suite (valid: {', '.join(SUITE_FUNCTIONS)})")
+    wrong = [s for s in chosen if s not in SUITES[target.kind]]
+    if wrong:
+        raise PipelineError(f"--suite {wrong[0]}: not a suite for a {target.kind.replace('_', ' ')} at {target.folder} "
+                            f"(valid: {', '.join(SUITES[target.kind])})")
+    ctx = context(target, options)
+    results, skipped = {}, {}
+    for suite in chosen:
+        if progress is not None:
+            progress.update(progress.task_ids[0], description=f"{target.label}: {suite}")
+        try:
+            results[suite] = SUITE_FUNCTIONS[suite](ctx)
+        except Unavailable as why:
+            if options.suite:
+                raise PipelineError(f"--suite {suite}: {why} ({target.folder})") from None
+            skipped[suite] = str(why)
+    data = str(ctx.data.text_file or ctx.data.run or "")
+    return {"model": str(target.folder), "kind": target.kind, "stage": target.stage, "step": target.step,
+            "data": data, "suites": results, "skipped": skipped}
+
+
+def add_arguments(parser, name: str) -> None:
+    parser.description = __doc__.split("\n\n")[0]
+    parser.add_argument("path", help="a model folder, checkpoint-<step>, run folder or Hub id")
+    parser.add_argument("--suite", action="append", metavar="NAME",
+                        help=f"run only these suites (repeatable: {', '.join(SUITE_FUNCTIONS)}); default: all that fit")
+    parser.add_argument("--data", help="a run folder whose datasets to use, or a .txt file for bits per byte")
+    parser.add_argument("--reward-model", help="reward model for reward_score and win_rate (default: the run's)")
+    parser.add_argument("--reference", help="reference policy for the KL (default: a ppo policy's sft model)")
+    parser.add_argument("--against", help="another policy: win rate of this one over it, judged by the reward model")
+    parser.add_argument("--checkpoints", action="store_true", help="with a run folder: every checkpoint-<step> too")
+    parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+
+
+def run_command(args) -> int:
+    from rich.progress import Progress
+
+    import datasets
+    import transformers
+
+    from pipeline.hub import local_folder
+
+    transformers.utils.logging.disable_progress_bar()  # weight loading; ours shows the suites
+    datasets.disable_progress_bars()
+    path = local_folder(args.path)
+    found = targets(path, args.checkpoints)
+    is_run = len(found) > 1 or (path / "config.yaml").is_file() and not (path / "config.json").is_file()
+    results = {}
+    with Progress(transient=True, console=_stderr()) as progress:
+        progress.add_task("evaluating", total=len(found))
+        for target in found:
+            results[target.label] = evaluate_target(target, args, progress)
+            if is_run:
+                write_json(RunDir(path).root / "eval" / f"{target.label}.json", results[target.label])
+            progress.advance(progress.task_ids[0])
+    output = {"run": str(path), "results": results} if is_run else next(iter(results.values()))
+    if args.json:
+        sys.stdout.write(json.dumps(output, default=str) + "\n")
+    else:
+        for label, result in results.items():
+            _stdout().print(table(label, result))
+    return 0
+
+
+def table(label: str, result: dict):
+    """A rich table of a result's scalar numbers, one row per (suite, metric), floors included."""
+    from rich.table import Table
+
+    out = Table(title=f"{label}  ({result['model']})")
+    for column in ("suite", "metric", "value"):
+        out.add_column(column, justify="right" if column == "value" else "left")
+    for suite, numbers in result["suites"].items():
+        flat = {**{k: v for k, v in numbers.items() if not isinstance(v, (list, dict))},
+                **{f"floor_{k}": v for k, v in numbers.get("floors", {}).items()}}
+        for key, value in flat.items():
+            out.add_row(suite, key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        for sample in numbers.get("samples", []):
+            out.add_row(suite, sample["prompt"][:40], sample["reply"][:60])
+    for suite, why in result["skipped"].items():
+        out.add_row(suite, "skipped", why)
+    return out
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _stdout():
+    from rich.console import Console
+
+    return Console()
