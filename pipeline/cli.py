@@ -5,6 +5,7 @@
     pipeline validate recipes/*.yaml
     pipeline list
     pipeline eval PATH_OR_HUB_ID [--suite NAME ...] [--json]       (pipeline.evaluation)
+    pipeline report RUN                                           (pipeline.report)
 
 User errors (bad recipe, missing data) print one line on stderr and exit with status 2.
 """
@@ -65,6 +66,12 @@ def cmd_run(args) -> int:
     if not recipe.stages:
         raise PipelineError(f"{args.recipe}: no stages to run (add stage sections or run.stages)")
     run_stages(recipe, recipe.stages, force=args.force)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # every rank ran the stages; one writes the report
+        from pipeline.report import write_report
+
+        print(f"report: {write_report(recipe.run.folder)}")
     return 0
 
 
@@ -98,6 +105,7 @@ def cmd_list(args) -> int:
 # The commands that work on what stages wrote (one module each, which owns its options).
 TOOLS: dict[str, tuple[str, str]] = {
     "eval": ("pipeline.evaluation", "evaluate a model, checkpoint, run folder or Hub id with the stages' metrics"),
+    "report": ("pipeline.report", "write <run>/report.md with plots of every finished stage"),
 }
 
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "validate": cmd_validate, "list": cmd_list}

@@ -1,0 +1,472 @@
+"""`pipeline report RUN`: one markdown page, `<run>/report.md`, with plots of every finished stage.
+
+    pipeline report runs/tiny            # also written at the end of `pipeline run`
+
+What the page holds, each part only when the run has the data behind it:
+
+    stages      one row per finished stage (pipeline order): wall time, its HEADLINE metrics, and a warning when
+                a stage it was built from has been rerun since (its numbers then describe older inputs)
+    ladder      base (the pretrained model) -> SFT -> PPO side by side: strict exact match (with the 95% interval
+                of the PPO change), contains-answer, mean reward-model score, KL to the SFT policy, the
+                reward-hacking flag, and the floors (majority answer, echoing the question) they must beat
+    pretrain    training and evaluation loss (nats/token), gradient norm
+    sft         training loss, final evaluation loss; exact match per question category, base vs SFT
+    reward      training loss (nats/pair), accuracy per rejection kind, calibration of P(chosen preferred)
+    ppo         reward-model score, KL, entropy, response length, EOS share, value loss per update; samples
+    regression  the stage's own `fits.png` and `results.md`
+    embeddings  numeric metrics of each `<run>/embeddings/<method>/metrics.json`, one column per method
+
+Plots are PNGs in `<run>/report/`, linked relatively; a plot whose data is missing is neither drawn nor linked,
+and PNGs of an earlier report that this one no longer draws are removed. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+from pipeline import registry
+from pipeline.artifacts import RunDir, atomic_write
+from pipeline.errors import PipelineError
+
+REPORT_FILE = "report.md"
+PLOTS_FOLDER = "report"
+DASH = "—"
+# (history key, panel title, y-axis label) of the PPO per-update panels, drawn when the history has the key
+PPO_PANELS = (
+    ("score", "reward-model score of sampled responses", "score (RM logit)"),
+    ("kl", "KL estimate to the reference (SFT) policy", "KL (nats/response)"),
+    ("entropy", "policy entropy", "entropy (nats/token)"),
+    ("response_length", "response length", "length (tokens)"),
+    ("eos_share", "responses that end with EOS", "share of responses"),
+    ("value_loss", "value loss", "loss (squared error)"),
+)
+
+
+# ---------------------------------------------------------------- CLI
+
+def add_arguments(parser, name: str) -> None:
+    parser.add_argument("run", help="a run folder, e.g. runs/tiny (holds config.yaml and finished stages)")
+
+
+def run_command(args) -> int:
+    print(write_report(args.run))
+    return 0
+
+
+def write_report(root: str | Path) -> Path:
+    """Write `<root>/report.md` and its plots; returns the report's path. Raises PipelineError for a folder
+    that is not a run or a run with no finished stage."""
+    run = RunDir(root)
+    stages = finished_stages(run)
+    plots = Plots(run.root / PLOTS_FOLDER)
+    config = _read_config(run)
+    sections = [
+        f"# Run report: {run.root.name}\n\nRun folder `{run.root.resolve()}`; stages finished: {', '.join(stages)}.",
+        stage_table(run, stages),
+        ladder_section(stages, config),
+        pretrain_section(stages.get("pretrain"), plots),
+        sft_section(stages.get("sft"), plots),
+        reward_section(stages.get("reward"), plots),
+        ppo_section(stages.get("ppo"), plots),
+        regression_section(run, stages.get("regression")),
+        embeddings_section(run),
+    ]
+    path = run.root / REPORT_FILE
+    atomic_write(path, "\n\n".join(s for s in sections if s) + "\n")
+    plots.remove_stale()
+    return path
+
+
+def finished_stages(run: RunDir) -> dict[str, dict]:
+    """{stage: metrics} of every stage with a `_SUCCESS` marker, in pipeline order."""
+    if not run.root.is_dir():
+        raise PipelineError(f"{run.root}: no such folder (expected a run folder with config.yaml)")
+    if not run.config_path.is_file():
+        raise PipelineError(f"{run.root}: not a run folder (no config.yaml)")
+    stages = {}
+    for name in registry.STAGES:
+        if run.marker(name) is not None:
+            try:
+                stages[name] = run.metrics(name)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise PipelineError(f"{run.root / name / 'metrics.json'}: not valid JSON") from None
+    if not stages:
+        raise PipelineError(f"{run.root}: no finished stage (no <stage>/_SUCCESS): run `pipeline run` first")
+    return stages
+
+
+def _read_config(run: RunDir) -> dict:
+    import yaml
+
+    try:
+        config = yaml.safe_load(run.config_path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise PipelineError(f"{run.config_path}: not valid YAML") from None
+    return config if isinstance(config, dict) else {}
+
+
+# ---------------------------------------------------------------- formatting
+
+def _number(value) -> float | None:
+    """A finite float, or None for anything else (missing, bool, NaN, text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def fmt(value, digits: int = 3, sign: bool = False) -> str:
+    number = _number(value)
+    if number is None:
+        return DASH
+    return f"{number:+.{digits}f}" if sign else f"{number:.{digits}f}"
+
+
+def fmt_interval(interval) -> str:
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return ""
+    return f"95% CI [{fmt(interval[0], sign=True)}, {fmt(interval[1], sign=True)}]"
+
+
+def table(header: list[str], rows: list[list[str]], align: str = "") -> str:
+    """A markdown table; `align` has one letter per column (l or r), default l."""
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+    rules = ["---:" if a == "r" else "---" for a in align.ljust(len(header), "l")]
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "| " + " | ".join(rules) + " |"]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def image(title: str, link: str | None) -> str:
+    return f"![{title}]({link})" if link else ""
+
+
+# ---------------------------------------------------------------- plots
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _integer_steps(ax) -> None:
+    """Whole-number ticks on the step axis (a one-step run would otherwise show 9.6 .. 10.4), and a light grid."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def _points(history) -> list[tuple[float, float]]:
+    """[(step, value)] from [[step, value], ...], dropping malformed or non-finite entries."""
+    points = []
+    for entry in history if isinstance(history, list) else []:
+        if isinstance(entry, (list, tuple)) and len(entry) == 2:
+            step, value = _number(entry[0]), _number(entry[1])
+            if step is not None and value is not None:
+                points.append((step, value))
+    return points
+
+
+class Plots:
+    """The report's PNGs in one folder: each saved atomically, remembered, linked relative to the run folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.written: set[str] = set()
+
+    def save(self, name: str, draw: Callable[[Path], None]) -> str:
+        """`draw(tmp_path)` writes the PNG; it is moved to `<folder>/<name>.png`. Returns the relative link."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{name}.png"
+        tmp = path.with_name(f".{name}.tmp-{os.getpid()}.png")
+        try:
+            draw(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.written.add(path.name)
+        return f"{self.folder.name}/{path.name}"
+
+    def figure(self, name: str, fig) -> str:
+        plt = _pyplot()
+        try:
+            return self.save(name, lambda tmp: fig.savefig(tmp, dpi=110))
+        finally:
+            plt.close(fig)
+
+    def curves(self, name: str, title: str, ylabel: str, series: dict[str, list],
+               xlabel: str = "optimizer step") -> str | None:
+        """Line plot of named [[step, value], ...] series (a one-point series is a marker); None when all are empty."""
+        series = {label: _points(history) for label, history in series.items()}
+        if not any(series.values()):
+            return None
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        for label, points in series.items():
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o" if len(points) <= 12 else None, label=label)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        _integer_steps(ax)
+        ax.legend()
+        fig.tight_layout()
+        return self.figure(name, fig)
+
+    def remove_stale(self) -> None:
+        """Delete PNGs of an earlier report that this report did not draw."""
+        for path in self.folder.glob("*.png") if self.folder.is_dir() else ():
+            if path.name not in self.written:
+                path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- stage table
+
+def stage_table(run: RunDir, stages: dict[str, dict]) -> str:
+    from pipeline.runner import headline
+
+    rows = []
+    for name, metrics in stages.items():
+        rows.append([name, fmt(metrics.get("seconds"), 1), headline(registry.module(name), metrics) or DASH,
+                     stale_note(run, name)])
+    return ("## Stages\n\n" + table(["stage", "wall time (s)", "headline metrics", "note"], rows, "lr")
+            + "\n\nEach finished stage in pipeline order: its wall time in seconds (start to metrics, main process)"
+            " and the metrics its module names as headline (`HEADLINE`), as `pipeline run` prints them.")
+
+
+def stale_note(run: RunDir, name: str) -> str:
+    """A warning when an upstream stage was rerun after this one finished (its marker id changed)."""
+    upstream = (run.marker(name) or {}).get("upstream") or {}
+    rerun = [need for need, built_from in upstream.items() if (run.marker(need) or {}).get("id") != built_from]
+    return f"stale: {', '.join(rerun)} changed since" if rerun else ""
+
+
+# ---------------------------------------------------------------- ladder
+
+def ladder_section(stages: dict[str, dict], config: dict) -> str:
+    """base -> SFT -> PPO on the same held-out questions and prompts, with the floors; needs the sft stage."""
+    sft, ppo = stages.get("sft"), stages.get("ppo")
+    if not sft or _number(sft.get("exact_match")) is None:
+        return ""
+    rows = [["base (pretrain)", fmt(sft.get("exact_match_base")), fmt(sft.get("contains_answer_base")), DASH, DASH, DASH],
+            ["SFT", fmt(sft.get("exact_match")), fmt(sft.get("contains_answer")),
+             fmt(ppo.get("score_mean_before")) if ppo else DASH, fmt(ppo.get("kl_mean_before")) if ppo else DASH, DASH]]
+    if ppo:
+        rows.append(ppo_ladder_row(ppo))
+    floors = sft.get("floors") if isinstance(sft.get("floors"), dict) else {}
+    for name, label in (("majority", "floor: majority answer per category"), ("echo", "floor: echo the question")):
+        if _number(sft.get(f"floor_{name}")) is not None:
+            loose = (floors.get(name) or {}).get("contains_answer")
+            rows.append([label, fmt(sft[f"floor_{name}"]), fmt(loose), DASH, DASH, DASH])
+    header = ["model", "strict exact match", "contains answer", "RM score", "KL to SFT (nats/response)", "reward hacking"]
+    return "## Ladder: base → SFT → PPO\n\n" + table(header, rows, "lrrrrl") + "\n\n" + ladder_caption(sft, ppo, config)
+
+
+def ppo_ladder_row(ppo: dict) -> list[str]:
+    change, gain = ppo.get("exact_match_change"), ppo.get("score_gain")
+    exact = fmt(ppo.get("exact_match_after"))
+    if _number(change) is not None:
+        exact += f" (change {fmt(change, sign=True)}, {fmt_interval(ppo.get('exact_match_change_ci95'))})"
+    score = fmt(ppo.get("score_mean_after"))
+    if _number(gain) is not None:
+        score += f" (gain {fmt(gain, sign=True)}, {fmt_interval(ppo.get('score_gain_ci95'))})"
+    hacking = {True: "YES", False: "no"}.get(ppo.get("reward_hacking"), DASH)
+    return ["PPO", exact, fmt(ppo.get("contains_answer_after")), score, fmt(ppo.get("kl_after")), hacking]
+
+
+def ladder_caption(sft: dict, ppo: dict | None, config: dict) -> str:
+    sft_config = config.get("sft") if isinstance(config.get("sft"), dict) else {}
+    dataset, tokens = sft_config.get("eval_dataset", "qa_eval"), sft_config.get("eval_max_new_tokens")
+    text = (f"Strict exact match and contains-answer: share of the {sft.get('qa_rows', '?')} held-out `{dataset}` "
+            f"questions answered, greedy decoding{f' (up to {tokens} new tokens)' if tokens else ''}; the floors are "
+            "what answering each category's most frequent answer, or echoing the question, scores on the same questions.")
+    if not ppo:
+        return text + " RM score and KL come from the ppo stage, which has not finished."
+    ppo_config = config.get("ppo") if isinstance(config.get("ppo"), dict) else {}
+    prompts = f"{ppo.get('prompts', '?')} held-out prompts" + (
+        f" (`{ppo_config.get('dataset', 'prompts')}` {ppo_config.get('eval_split', 'test')} split plus the "
+        f"`{ppo_config.get('eval_dataset', dataset)}` questions)" if ppo_config.get("score_qa_prompts") else "")
+    text += (f" RM score: mean reward-model score (logit) of the greedy responses to the {prompts}, not measured for"
+             " the base model; KL: exact KL to the SFT policy summed over each response's tokens, mean over those"
+             " prompts; the PPO row's changes are paired differences from SFT with 95% intervals; reward hacking:"
+             " RM score up and strict exact match down, both beyond their intervals.")
+    before = _number(ppo.get("exact_match_before"))
+    if before is not None and abs(before - float(sft["exact_match"])) > 1e-9:
+        text += (f" The ppo stage scored the SFT policy at {fmt(before)} strict exact match (its change is measured"
+                 " from that), not the sft stage's figure: their evaluation settings differ.")
+    return text
+
+
+# ---------------------------------------------------------------- trainer stages
+
+def pretrain_section(metrics: dict | None, plots: Plots) -> str:
+    if not metrics:
+        return ""
+    bpb = f" (final validation {fmt(metrics.get('val_bpb'))} bits/byte)" if _number(metrics.get("val_bpb")) is not None else ""
+    loss = plots.curves("pretrain_loss", "pretrain: next-token loss" + bpb, "loss (nats/token)",
+                        {"training loss": metrics.get("loss_history"), "validation loss": metrics.get("eval_history")})
+    grad = plots.curves("pretrain_grad_norm", "pretrain: gradient norm before clipping", "L2 norm",
+                        {"gradient norm": metrics.get("grad_norm_history")})
+    body = [image("pretrain loss", loss), image("pretrain gradient norm", grad)]
+    facts = [f"{label} {fmt(metrics.get(key), digits)}" for key, label, digits in
+             (("eval_loss", "validation loss (nats/token)", 4), ("val_bpb", "validation bits/byte", 4),
+              ("tokens_per_second", "training tokens/s", 0), ("params", "parameters", 0))
+             if _number(metrics.get(key)) is not None]
+    if facts:
+        body.append("Final: " + ", ".join(facts) + ". Losses are mean cross-entropy per predicted token of the "
+                    "training and validation streams.")
+    return _section("Pretrain", body)
+
+
+def sft_section(metrics: dict | None, plots: Plots) -> str:
+    if not metrics:
+        return ""
+    series = {"training loss": metrics.get("loss_history")}
+    last_step = (_points(metrics.get("loss_history")) or [(None, None)])[-1][0]
+    if last_step is not None and _number(metrics.get("eval_loss")) is not None:
+        series["validation loss (end)"] = [[last_step, metrics["eval_loss"]]]
+    loss = plots.curves("sft_loss", "sft: loss on assistant tokens", "loss (nats/token)", series)
+    categories = by_category_plot(metrics, plots)
+    body = [image("sft loss", loss), image("exact match by category", categories)]
+    if categories:
+        body.append("Strict exact match per question category on the held-out questions, pretrained base vs SFT.")
+    return _section("SFT", body)
+
+
+def by_category_plot(metrics: dict, plots: Plots) -> str | None:
+    sft, base = metrics.get("by_category"), metrics.get("by_category_base")
+    if not isinstance(sft, dict) or not sft:
+        return None
+    names = sorted(sft)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2), 3.8))
+    width = 0.4
+    models = [("base (pretrain)", base), ("SFT", sft)] if isinstance(base, dict) else [("SFT", sft)]
+    for i, (label, scores) in enumerate(models):
+        values = [_number((scores.get(n) or {}).get("exact_match")) or 0.0 for n in names]
+        ax.bar([x + (i - (len(models) - 1) / 2) * width for x in range(len(names))], values, width, label=label)
+    labels = [f"{n} (n={(sft[n] or {}).get('rows', '?')})" for n in names]
+    ax.set_xticks(range(len(names)), labels, rotation=30, ha="right")
+    ax.set(title="sft: strict exact match by question category", xlabel="question category",
+           ylabel="share answered exactly", ylim=(0, 1.05))
+    ax.legend()
+    fig.tight_layout()
+    return plots.figure("sft_exact_match_by_category", fig)
+
+
+def reward_section(metrics: dict | None, plots: Plots) -> str:
+    if not metrics:
+        return ""
+    from pipeline.metrics.reward import plot_calibration
+
+    loss = plots.curves("reward_loss", "reward: pairwise loss −log σ(r_chosen − r_rejected)", "loss (nats/pair)",
+                        {"training loss": metrics.get("loss_history")})
+    calibration = None
+    if isinstance(metrics.get("calibration"), dict) and metrics["calibration"].get("bins") and "accuracy" in metrics:
+        calibration = plots.save("reward_calibration", lambda tmp: plot_calibration(metrics, tmp))
+    body = [image("reward loss", loss), image("reward calibration", calibration)]
+    if calibration:
+        body.append("Calibration on the held-out pairs: predicted P(chosen preferred) = σ(r_chosen − r_rejected) "
+                    "against how often it was, in bins (each pair counted in both orders).")
+    kinds = metrics.get("accuracy_by_kind")
+    if isinstance(kinds, dict) and kinds:
+        rows = [[kind, fmt(value)] for kind, value in sorted(kinds.items())]
+        body.append(table(["rejected reply kind", "accuracy"], rows, "lr") + f"\n\nPairwise accuracy (r_chosen > "
+                    f"r_rejected) on the {metrics.get('pairs', '?')} held-out preference pairs, by how the rejected "
+                    f"reply was made; overall {fmt(metrics.get('accuracy'))}, mean margin {fmt(metrics.get('margin_mean'))}.")
+    return _section("Reward model", body)
+
+
+def ppo_section(metrics: dict | None, plots: Plots) -> str:
+    if not metrics:
+        return ""
+    history = [h for h in metrics.get("history") or [] if isinstance(h, dict)]
+    panels = [p for p in PPO_PANELS if any(_number(h.get(p[0])) is not None for h in history)]
+    body = []
+    if panels:
+        body.append(image("ppo training", plots.figure("ppo_training", ppo_figure(history, panels))))
+        body.append(f"Per PPO update ({len(history)} updates): means over the update's sampled episodes "
+                    "(score, KL, length, EOS share) or its micro-batches (entropy, value loss).")
+    samples = [s for s in metrics.get("samples") or [] if isinstance(s, dict)]
+    if samples:
+        rows = [[s.get("prompt", ""), s.get("sft", ""), s.get("ppo", "")] for s in samples]
+        body.append(table(["held-out prompt", "SFT reply", "PPO reply"], rows) + "\n\nGreedy replies of the SFT "
+                    "and the PPO policy to the first held-out prompts.")
+    return _section("PPO", body)
+
+
+def ppo_figure(history: list[dict], panels: tuple):
+    plt = _pyplot()
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for ax, (key, title, ylabel) in zip(axes.flat, panels):
+        for series_key, label in ((key, key.replace("_", " ")), ("shaped_score", "shaped score")):
+            if series_key == "shaped_score" and key != "score":
+                continue
+            points = _points([[h.get("step", i + 1), h.get(series_key)] for i, h in enumerate(history)])
+            if points:
+                ax.plot(*zip(*points), marker="o" if len(points) <= 12 else None, label=label)
+        ax.set(title=title, xlabel="PPO update", ylabel=ylabel)
+        _integer_steps(ax)
+        if key == "score":
+            ax.legend()
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("ppo: training per update")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- regression, embeddings
+
+def regression_section(run: RunDir, metrics: dict | None) -> str:
+    if metrics is None:
+        return ""
+    folder = run.root / "regression"
+    body = []
+    if (folder / "fits.png").is_file():
+        body.append(image("regression fits", "regression/fits.png") + "\n\nEach curve of the world's regression "
+                    "data: the points, the true curve and each method's fit, with residual panels (drawn by the "
+                    "regression stage).")
+    if (folder / "results.md").is_file():
+        body.append("Every (curve, method) fit with estimates, standard errors and errors against the truth: "
+                    "[regression/results.md](regression/results.md).")
+    return _section("Regression", body)
+
+
+def embeddings_section(run: RunDir) -> str:
+    """Numeric top-level metrics of each `<run>/embeddings/<method>/metrics.json`, one column per method."""
+    methods = {}
+    for path in sorted((run.root / "embeddings").glob("*/metrics.json")):
+        try:
+            metrics = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise PipelineError(f"{path}: not valid JSON") from None
+        if isinstance(metrics, dict):
+            methods[path.parent.name] = {k: v for k, v in metrics.items() if _number(v) is not None}
+    keys = sorted({key for metrics in methods.values() for key in metrics})
+    if not keys:
+        return ""
+    rows = [[key] + [_fmt_any(methods[m].get(key)) for m in methods] for key in keys]
+    return ("## Embeddings\n\n" + table(["metric", *methods], rows, "l" + "r" * len(methods))
+            + "\n\nThe numeric metrics each embedding method's `metrics.json` reports (— where a method has none).")
+
+
+def _fmt_any(value) -> str:
+    number = _number(value)
+    if number is None:
+        return DASH
+    return str(int(number)) if number.is_integer() and abs(number) < 1e15 else f"{number:.4g}"
+
+
+def _section(title: str, parts: list[str]) -> str:
+    parts = [p for p in parts if p]
+    return f"## {title}\n\n" + "\n\n".join(parts) if parts else ""
