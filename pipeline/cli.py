@@ -5,7 +5,9 @@
     pipeline validate recipes/*.yaml
     pipeline list
     pipeline eval PATH_OR_HUB_ID [--suite NAME ...] [--json]       (pipeline.evaluation)
+    pipeline chat PATH_OR_HUB_ID  |  pipeline generate PATH --prompts FILE   (pipeline.chat)
     pipeline report RUN                                           (pipeline.report)
+    pipeline push RUN_OR_FOLDER --repo-id NAMESPACE/NAME          (pipeline.hub)
 
 User errors (bad recipe, missing data) print one line on stderr and exit with status 2.
 """
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. run.output_dir=/tmp/r data.world.n_people=20")
     p.add_argument("--force", action="store_true", help="rerun stages that are up to date")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show every library's output instead of one progress line per stage (<run>/<stage>/log.txt)")
 
     p = sub.add_parser("stage", help="run one stage of a run")
     p.add_argument("name", help=", ".join(registry.STAGES))
@@ -65,7 +69,7 @@ def cmd_run(args) -> int:
     recipe = config_lib.load_recipe(args.recipe, args.overrides)
     if not recipe.stages:
         raise PipelineError(f"{args.recipe}: no stages to run (add stage sections or run.stages)")
-    run_stages(recipe, recipe.stages, force=args.force)
+    run_stages(recipe, recipe.stages, force=args.force, verbose=args.verbose)
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # every rank ran the stages; one writes the report
@@ -105,7 +109,10 @@ def cmd_list(args) -> int:
 # The commands that work on what stages wrote (one module each, which owns its options).
 TOOLS: dict[str, tuple[str, str]] = {
     "eval": ("pipeline.evaluation", "evaluate a model, checkpoint, run folder or Hub id with the stages' metrics"),
+    "chat": ("pipeline.chat", "chat in the terminal with a causal LM the pipeline wrote (or a Hub model)"),
+    "generate": ("pipeline.chat", "reply to every prompt of a .txt or .jsonl file, as JSON lines"),
     "report": ("pipeline.report", "write <run>/report.md with plots of every finished stage"),
+    "push": ("pipeline.hub", "push models, datasets and cards of a run (or one folder) to the Hub"),
 }
 
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "validate": cmd_validate, "list": cmd_list}

@@ -44,8 +44,12 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "Seeds python, numpy and torch before every stage, and data generation."})
     stages: list[str] = field(default_factory=list, metadata={"help": "Stages to run, in pipeline order. Empty: every stage with a section in the recipe."})
     report_to: list[str] = field(default_factory=lambda: ["none"], metadata={"help": "Experiment trackers for trainer stages: none, tensorboard, wandb or all."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push each stage to the Hub as it finishes (pipeline.hub: models, datasets, cards); needs hub_repo_prefix and a login."})
+    hub_repo_prefix: str = field(default="", metadata={"help": "namespace/name: stage X goes to the model repo <prefix>-X, dataset D to the dataset repo <prefix>-D."})
 
     def __post_init__(self):
+        if self.push_to_hub and not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", self.hub_repo_prefix):
+            raise ValueError(f"hub_repo_prefix: push_to_hub needs a Hub repo id namespace/name, got {self.hub_repo_prefix!r}")
         for name in self.stages:
             if name not in registry.STAGES:
                 raise ValueError(f"stages: unknown stage {name!r} (valid: {', '.join(registry.STAGES)})")

@@ -29,6 +29,7 @@ from rich.table import Table
 from pipeline import config as config_lib
 from pipeline import registry
 from pipeline.artifacts import RunDir, atomic_write, write_json
+from pipeline.console import stage_output
 from pipeline.errors import PipelineError
 
 console = Console(stderr=True)
@@ -61,20 +62,22 @@ def distributed_state() -> PartialState:
     return state
 
 
-def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False) -> dict[str, dict]:
-    """Run `stages` in pipeline order; returns {stage: metrics} for every stage (run or skipped)."""
+def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False,
+               verbose: bool = False) -> dict[str, dict]:
+    """Run `stages` in pipeline order; returns {stage: metrics} for every stage (run or skipped). Each stage's
+    library output goes to `<run>/<stage>/log.txt` behind one progress line, unless `verbose`."""
     state = distributed_state()
     _setup_logging(state)
     run = open_run(recipe, state)
     results = {}
     for name in stages:
-        results[name] = run_stage(recipe, name, run, force=force)
+        results[name] = run_stage(recipe, name, run, force=force, verbose=verbose)
     if state.is_main_process:
         console.print(summary_table(results))
     return results
 
 
-def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = False) -> dict:
+def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = False, verbose: bool = False) -> dict:
     state = distributed_state()
     mod = registry.module(name)
     fingerprint = recipe.fingerprint(name)
@@ -94,13 +97,17 @@ def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = F
         print(f"rank {state.process_index}/{state.num_processes}: {name}", file=sys.stderr, flush=True)
     set_seed(recipe.run.seed)
     start = time.perf_counter()
-    metrics = dict(mod.run(recipe.sections[name], run) or {})
+    with stage_output(name, run.root / name / "log.txt", verbose, state.is_main_process):
+        metrics = dict(mod.run(recipe.sections[name], run) or {})
     metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
     metrics.setdefault("num_processes", state.num_processes)
     state.wait_for_everyone()
     if state.is_main_process:
         run.complete(name, fingerprint, needs, metrics)
         console.print(f"[green]✓ {name}[/green] {metrics['seconds']:.1f}s  {headline(mod, metrics)}")
+        if recipe.run.push_to_hub:  # models, datasets and cards of this stage (pipeline.hub)
+            from pipeline.hub import push_stage
+            push_stage(run.root, name, recipe.run.hub_repo_prefix)
     state.wait_for_everyone()
     return metrics
 
@@ -179,6 +186,8 @@ def add_stage_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     where.add_argument("--run", help="an existing run folder (holding at least config.yaml)")
     where.add_argument("--config", help="a recipe: start or continue its run folder")
     parser.add_argument("--force", action="store_true", help="rerun even if the stage is up to date")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' output instead of "
+                        "one progress line (it goes to <run>/<stage>/log.txt otherwise)")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     return parser
 
@@ -189,7 +198,7 @@ def stage_command(name: str, args: argparse.Namespace) -> dict:
         recipe = recipe_for_run(args.run, args.overrides)
     else:
         recipe = config_lib.load_recipe(args.config, args.overrides)
-    return run_stages(recipe, [name], force=args.force)[name]
+    return run_stages(recipe, [name], force=args.force, verbose=getattr(args, "verbose", False))[name]
 
 
 def stage_main(name: str) -> None:

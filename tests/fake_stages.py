@@ -1,5 +1,6 @@
 """A minimal stage for testing the runner: writes a file, counts its runs, can fail half-way."""
 
+import os
 from dataclasses import dataclass, field
 
 from pipeline.artifacts import RunDir, atomic_write
@@ -24,6 +25,8 @@ def count_runs(run: RunDir, name: str) -> int:
 
 def run(cfg: Config, run: RunDir) -> dict:
     count_runs(run, NAME)
+    os.write(1, b"alpha says hello on fd 1\n")  # what a library (or C code) prints, below Python's sys.stdout
+    os.write(2, b"alpha warns on fd 2\n")
     out = run.stage_dir(NAME)
     atomic_write(out / "out.txt", str(cfg.value))
     if cfg.fail:

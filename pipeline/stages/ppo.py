@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from pipeline import console
 from pipeline.artifacts import RunDir, replace_dir
 from pipeline.data.packing import pack
 from pipeline.errors import PipelineError
@@ -108,6 +109,7 @@ def run(cfg: Config, run: RunDir) -> dict:
                 stats.update(held_out_scores(cfg, trainer, reward_model, tokenizer, held_out))
             history.append(stats)
             log(board, stats)
+            console.update(trainer.step_count, total_updates, score=stats["score"], kl=stats["kl"])
             if state.is_main_process and trainer.step_count % cfg.logging_steps == 0:
                 print(progress_line(stats, total_updates), flush=True)
             if cfg.save_steps and trainer.step_count % cfg.save_steps == 0 and trainer.step_count < total_updates:

@@ -43,6 +43,7 @@ from transformers import (
 )
 
 from pipeline.artifacts import RunDir, write_json
+from pipeline.console import TrainerProgress
 from pipeline.data.packing import BlockDataset, WindowDataset, pack, save_blocks, validation_stream
 from pipeline.errors import PipelineError
 from pipeline.metrics.lm import bits_per_byte, token_byte_lengths, windows
@@ -105,7 +106,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     trainer = PretrainTrainer(model=model, args=args, data_collator=default_data_collator, processing_class=tokenizer,
                               train_dataset=BlockDataset(out / "packed" / "train.npy"),
                               eval_dataset=WindowDataset(out / "packed" / "validation_stream.npy", cfg.block_size),
-                              callbacks=[timer])
+                              callbacks=[timer, TrainerProgress()])
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
     timer.wall = time.perf_counter() - start

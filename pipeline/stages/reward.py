@@ -21,6 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from trl import RewardConfig, RewardTrainer
 
 from pipeline.artifacts import RunDir
+from pipeline.console import TrainerProgress
 from pipeline.errors import PipelineError
 from pipeline.metrics.reward import held_out_pairs, pair_metrics, plot_calibration, score_pairs
 from pipeline.models.loading import is_adapter, load_reward_base
@@ -76,7 +77,8 @@ def run(cfg: Config, run: RunDir) -> dict:
     trainer = RewardTrainer(model=model, args=runtime_args(cfg, run, NAME, evaluate=validation is not None),
                             processing_class=tokenizer, train_dataset=ds["train"].select_columns(columns),
                             eval_dataset=validation.select_columns(columns) if validation is not None else None,
-                            peft_config=cfg.lora_config("SEQ_CLS") if cfg.use_peft else None)
+                            peft_config=cfg.lora_config("SEQ_CLS") if cfg.use_peft else None,
+                            callbacks=[TrainerProgress()])
     test = ds[cfg.eval_split]  # tokenized and filtered by the trainer's own rule (on every rank: TRL syncs them)
     keep = [c for c in (*columns, "kind") if c in test.column_names]
     pairs, skipped = held_out_pairs(trainer, test.select_columns(keep))

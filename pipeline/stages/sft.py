@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from pipeline.artifacts import RunDir
+from pipeline.console import TrainerProgress
 from pipeline.errors import PipelineError
 from pipeline.metrics.qa import qa_floors, score_qa
 from pipeline.models.loading import load_causal_lm
@@ -65,7 +66,8 @@ def run(cfg: Config, run: RunDir) -> dict:
     validation = held_out(ds)
     trainer = SFTTrainer(model=model, args=runtime_args(cfg, run, NAME, evaluate=validation is not None),
                          processing_class=tokenizer, train_dataset=ds["train"], eval_dataset=validation,
-                         peft_config=cfg.lora_config("CAUSAL_LM") if cfg.use_peft else None)
+                         peft_config=cfg.lora_config("CAUSAL_LM") if cfg.use_peft else None,
+                         callbacks=[TrainerProgress()])
     result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
     if validation is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]

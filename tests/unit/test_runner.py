@@ -24,7 +24,7 @@ def test_run_writes_the_contract(fake_stages, tmp_path):
     results = run_stages(recipe(tmp_path), ["alpha", "beta"])
     root = tmp_path / "run"
     assert results["beta"]["doubled"] == 6
-    assert sorted(p.name for p in (root / "beta").iterdir()) == [MARKER, "metrics.json", "out.txt"]
+    assert sorted(p.name for p in (root / "beta").iterdir()) == [MARKER, "log.txt", "metrics.json", "out.txt"]
     assert json.loads((root / "beta" / "metrics.json").read_text())["doubled"] == 6
     env = json.loads((root / "env.json").read_text())
     assert env["packages"]["transformers"] and env["accelerate"]["num_processes"] == 1
@@ -81,3 +81,15 @@ def test_stage_command_on_folder_with_only_config(fake_stages, tmp_path, capsys)
     assert json.loads((folder / "alpha" / "metrics.json").read_text())["value"] == 5
     assert main(["stage", "beta", "--run", str(tmp_path / "nowhere")]) == 2
     assert "not a run folder (no config.yaml)" in capsys.readouterr().err
+
+
+def test_library_output_goes_to_the_stage_log_unless_verbose(fake_stages, tmp_path, capfd):
+    run_stages(recipe(tmp_path), ["alpha"])
+    log = (tmp_path / "run" / "alpha" / "log.txt").read_text()
+    assert "alpha says hello on fd 1" in log and "alpha warns on fd 2" in log
+    shown = capfd.readouterr()
+    assert "hello" not in shown.out + shown.err and "✓ alpha" in shown.err  # the terminal gets the progress line
+    run_stages(recipe(tmp_path), ["alpha"], force=True, verbose=True)
+    shown = capfd.readouterr()
+    assert "alpha says hello on fd 1" in shown.out and "alpha warns on fd 2" in shown.err
+    assert not (tmp_path / "run" / "alpha" / "log.txt").exists()  # the forced rerun started a fresh folder
