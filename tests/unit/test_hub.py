@@ -167,6 +167,17 @@ def test_dataset_downloads_and_loads_the_same_rows(pushed, nano_run, name):
     assert card.data.configs[0]["data_files"] == [{"split": s, "path": f"data/{s}-*"} for s in local]
 
 
+def test_eval_of_a_pushed_repo_id_gives_the_local_numbers(pushed, nano_run):
+    """`pipeline eval me/nano-sft` downloads the repo and scores it exactly as the run's own folder."""
+    suites = ["--suite", "bpb", "--suite", "exact_match", "--suite", "reward_score", "--data", str(nano_run), "--json"]
+    remote = json.loads(run_cli(["eval", "me/nano-sft", *suites], expect=0)[0])
+    local = json.loads(run_cli(["eval", str(nano_run / "sft" / "final"), *suites], expect=0)[0])
+    assert remote["suites"] == local["suites"]
+    assert remote["suites"]["exact_match"]["exact_match"] == json.loads((nano_run / "sft" / "metrics.json").read_text())[
+        "exact_match"]  # and the sft stage's own number
+    assert remote["model"] != local["model"]  # it was scored from the download, not the run folder
+
+
 def test_the_token_is_never_written(pushed, nano_run):
     server, stdout, _ = pushed
     assert TOKEN not in stdout
