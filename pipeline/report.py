@@ -67,7 +67,7 @@ def write_report(root: str | Path) -> Path:
     sections = [
         f"# Run report: {run.root.name}\n\nRun folder `{run.root.resolve()}`; stages finished: {', '.join(stages)}.",
         stage_table(run, stages),
-        ladder_section(stages, config),
+        ladder_section(stages, config, base_reward_score(run)),
         pretrain_section(stages.get("pretrain"), plots),
         sft_section(stages.get("sft"), plots),
         reward_section(stages.get("reward"), plots),
@@ -250,12 +250,24 @@ def stale_note(run: RunDir, name: str) -> str:
 
 # ---------------------------------------------------------------- ladder
 
-def ladder_section(stages: dict[str, dict], config: dict) -> str:
-    """base -> SFT -> PPO on the same held-out questions and prompts, with the floors; needs the sft stage."""
+def base_reward_score(run: RunDir) -> float | None:
+    """The base model's mean RM score on the held-out prompts, when `pipeline eval` measured it
+    (`<run>/eval/pretrain.json`, suite reward_score: the ppo stage's measure applied to the pretrained model)."""
+    path = run.root / "eval" / "pretrain.json"
+    try:
+        return _number(json.loads(path.read_text())["suites"]["reward_score"]["score_mean"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def ladder_section(stages: dict[str, dict], config: dict, base_score: float | None = None) -> str:
+    """base -> SFT -> PPO on the same held-out questions and prompts, with the floors; needs the sft stage.
+    `base_score`: the base model's RM score from `pipeline eval` (`base_reward_score`), when measured."""
     sft, ppo = stages.get("sft"), stages.get("ppo")
     if not sft or _number(sft.get("exact_match")) is None:
         return ""
-    rows = [["base (pretrain)", fmt(sft.get("exact_match_base")), fmt(sft.get("contains_answer_base")), DASH, DASH, DASH],
+    base_rm = fmt(base_score) if base_score is not None else DASH
+    rows = [["base (pretrain)", fmt(sft.get("exact_match_base")), fmt(sft.get("contains_answer_base")), base_rm, DASH, DASH],
             ["SFT", fmt(sft.get("exact_match")), fmt(sft.get("contains_answer")),
              fmt(ppo.get("score_mean_before")) if ppo else DASH, fmt(ppo.get("kl_mean_before")) if ppo else DASH, DASH]]
     if ppo:
@@ -266,7 +278,11 @@ def ladder_section(stages: dict[str, dict], config: dict) -> str:
             loose = (floors.get(name) or {}).get("contains_answer")
             rows.append([label, fmt(sft[f"floor_{name}"]), fmt(loose), DASH, DASH, DASH])
     header = ["model", "strict exact match", "contains answer", "RM score", "KL to SFT (nats/response)", "reward hacking"]
-    return "## Ladder: base → SFT → PPO\n\n" + table(header, rows, "lrrrrl") + "\n\n" + ladder_caption(sft, ppo, config)
+    caption = ladder_caption(sft, ppo, config)
+    if base_score is not None:
+        caption = caption.replace(", not measured for the base model", "; the base model's from `pipeline eval` "
+                                  "(eval/pretrain.json), same prompts and reward model")
+    return "## Ladder: base → SFT → PPO\n\n" + table(header, rows, "lrrrrl") + "\n\n" + caption
 
 
 def ppo_ladder_row(ppo: dict) -> list[str]:

@@ -172,3 +172,15 @@ def test_pipeline_run_writes_the_report(nano_run, tmp_path, capsys, monkeypatch)
     assert main(["run", str(folder / "config.yaml"), f"run.output_dir={folder}", "run.stages=[data]"]) == 0
     assert f"report: {folder / 'report.md'}" in capsys.readouterr().out
     assert (folder / "report" / "ppo_training.png").is_file()
+
+
+def test_base_rm_score_comes_from_pipeline_eval_when_measured(nano_run, tmp_path, capsys):
+    folder = _copy(nano_run, tmp_path)
+    assert "—" == _ladder_row(_report(folder, capsys), "base (pretrain)")[3]
+    assert main(["eval", str(folder / "pretrain" / "final"), "--suite", "reward_score", "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)["suites"]["reward_score"]["score_mean"]
+    (folder / "eval").mkdir()
+    (folder / "eval" / "pretrain.json").write_text(json.dumps({"suites": {"reward_score": {"score_mean": measured}}}))
+    text = _report(folder, capsys)
+    assert _numbers(_ladder_row(text, "base (pretrain)")[3]) == [pytest.approx(measured, abs=5.1e-4)]
+    assert "the base model's from `pipeline eval`" in text
