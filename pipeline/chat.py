@@ -5,15 +5,16 @@
     echo -e "Where does Mara live?\\n/reset\\nHow old is Mara?" | pipeline chat runs/tiny --temperature 0
     pipeline generate runs/tiny --prompts prompts.jsonl --out replies.jsonl --temperature 0
 
-PATH_OR_HUB_ID (found with `pipeline.hub.local_folder`) may be
+PATH_OR_HUB_ID (resolved by `pipeline.checkpoints.causal_lm_folder`, loaded by its `load_model`) may be
 - a causal LM saved with `save_pretrained` and its tokenizer (any stage's `final/`, a Hub model repo);
 - a LoRA adapter folder (`adapter_config.json`): its base model is loaded and the adapter merged into it;
-- a trainer's `checkpoint-<step>/`: a checkpoint without a tokenizer takes the one of its stage's `final/`, else
-  the run's `tokenizer/final/`;
+- a trainer's `checkpoint-<step>/`, a ppo one too (its policy, in the architecture of the run's `sft/final`): a
+  checkpoint without a tokenizer takes the one of its stage's `final/`, else the run's `sft/final/` or
+  `tokenizer/final/`;
 - a stage folder (`runs/tiny/sft`): its `final/`;
 - a run folder (`config.yaml` inside): its newest policy, `ppo/final`, else `sft/final`, else `pretrain/final`
   (named on stderr).
-Anything else (a reward or value model, a PPO checkpoint, a tokenizer, an empty folder) is a one-line error that
+Anything else (a reward or value model, a value head, a tokenizer, an empty folder) is a one-line error that
 says what the folder is. Remote code is never trusted.
 
 Chat reads lines from stdin (a terminal or a pipe), keeps the conversation as messages, renders it with the
@@ -39,14 +40,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from pipeline.artifacts import atomic_write
+from pipeline.checkpoints import CAUSAL_LM, causal_lm_folder, load_model, load_tokenizer
 from pipeline.errors import PipelineError
-from pipeline.hub import local_folder
 from pipeline.metrics.qa import cut_at_eos, prompt_ids
-from pipeline.models.loading import is_adapter
 
-POLICY_STAGES = ("ppo", "sft", "pretrain")  # a run folder means the newest of these that has a final/
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 CHAT_COMMANDS = "/reset forgets the conversation, /system TEXT sets the system prompt, /exit quits"
 
 
@@ -112,123 +109,18 @@ class Sampling:
                     pad_token_id=tokenizer.pad_token_id, **decoding)
 
 
-# ---------------------------------------------------------------- finding and loading the model
-def model_folder(path_or_id: str) -> Path:
-    """The folder holding the causal LM that `path_or_id` names (module docstring), checked to be one."""
-    folder = local_folder(path_or_id)
-    if not folder.is_dir():
-        raise PipelineError(f"{folder}: a file, not a model folder")
-    if (folder / "config.yaml").is_file() and not (folder / "config.json").exists():
-        folder = newest_policy(folder)
-    elif (folder / "final").is_dir() and not (folder / "config.json").exists():
-        print(f"{folder}: using {folder / 'final'}", file=sys.stderr)
-        folder = folder / "final"
-    check_causal_lm(folder)
-    return folder
-
-
-def newest_policy(run: Path) -> Path:
-    """`ppo/final`, else `sft/final`, else `pretrain/final` of a run folder; which one is said on stderr."""
-    for stage in POLICY_STAGES:
-        final = run / stage / "final"
-        if final.is_dir():
-            print(f"{run}: using {stage}/final, the run's newest policy", file=sys.stderr)
-            return final
-    looked = ", ".join(f"{stage}/final" for stage in POLICY_STAGES)
-    raise PipelineError(f"{run}: a run folder without a trained policy (no {looked})")
-
-
-def check_causal_lm(folder: Path) -> None:
-    """One-line error, saying what the folder is, unless it holds a causal LM or a LoRA adapter."""
-    if is_adapter(folder):
-        task = read_json(folder / "adapter_config.json").get("task_type")
-        if task not in (None, "CAUSAL_LM"):
-            raise PipelineError(f"{folder}: a LoRA adapter for task {task} (SEQ_CLS: a reward model's), not for a "
-                                "causal language model (CAUSAL_LM)")
-        return
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise PipelineError(f"{folder}: {describe_non_model(folder)}")
-    config = read_json(config_path)
-    architectures = config.get("architectures") or []
-    if any(a.endswith(CAUSAL_LM_SUFFIXES) for a in architectures):
-        return
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        kind = "a reward (or value) model" if config.get("num_labels", len(config.get("id2label") or [0])) == 1 \
-            else "a sequence classifier"
-        raise PipelineError(f"{folder}: {kind} ({', '.join(architectures)}), not a causal language model: "
-                            "give a policy such as <run>/ppo/final")
-    if not architectures and config.get("model_type"):
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-        if config["model_type"] in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-            return
-    what = ", ".join(architectures) or f"model_type {config.get('model_type')!r}"
-    raise PipelineError(f"{folder}: a model of architecture {what}, not a causal language model")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PipelineError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise PipelineError(f"{path}: expected a JSON object")
-    return value
-
-
-def describe_non_model(folder: Path) -> str:
-    """What a folder without config.json is, and that it is no causal LM, in a few words."""
-    names = {p.name for p in folder.iterdir()}
-    if not names:
-        return "an empty folder, not a saved model"
-    if folder.name.startswith("checkpoint-") and "trainer_state.json" in names:
-        return ("a training checkpoint without config.json (an accelerate state, not a saved model): "
-                f"use {folder.parent / 'final'}")
-    if names & set(TOKENIZER_FILES) and not any(n.endswith((".safetensors", ".bin")) for n in names):
-        return "a tokenizer without a model"
-    if "value_head.safetensors" in names:
-        return "a PPO value head, not a causal language model"
-    return "not a saved model (no config.json or adapter_config.json)"
-
-
-def tokenizer_folder(folder: Path) -> Path:
-    """Where the model's tokenizer is: the folder itself, else (for a trainer checkpoint) its stage's `final/`,
-    else the run's `tokenizer/final/`."""
-    candidates = [folder]
-    if folder.name.startswith("checkpoint-"):
-        candidates += [folder.parent / "final", folder.parent.parent / "tokenizer" / "final"]
-    for candidate in candidates:
-        if any((candidate / name).is_file() for name in TOKENIZER_FILES):
-            if candidate != folder:
-                print(f"{folder}: no tokenizer saved with the checkpoint; using {candidate}'s", file=sys.stderr)
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise PipelineError(f"{folder}: no tokenizer (looked in {looked}); save one with the model or keep the run's "
-                        "tokenizer/final")
-
-
+# ---------------------------------------------------------------- loading the model
 def load_chat_model(path_or_id: str):
     """(model in eval mode on the GPU if there is one, tokenizer with a chat template and a pad token)."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from pipeline.models.loading import load_causal_lm
-
-    folder = model_folder(path_or_id)
-    tokenizer_path = tokenizer_folder(folder)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
-        model = load_causal_lm(folder)
-    except (OSError, ValueError, KeyError) as e:
-        detail = " ".join(str(e).split())[:300]
-        raise PipelineError(f"{folder}: cannot load the model or its tokenizer: {detail}") from None
+    folder = causal_lm_folder(path_or_id)
+    tokenizer = load_tokenizer(folder)
     if not tokenizer.chat_template:
-        raise PipelineError(f"{tokenizer_path}: the tokenizer has no chat template; chat and generate need one")
+        raise PipelineError(f"{tokenizer.name_or_path}: the tokenizer has no chat template; chat and generate need one")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model = load_model(folder, CAUSAL_LM)
     model.name_or_path = str(folder)
-    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer
+    return model, tokenizer
 
 
 # ---------------------------------------------------------------- chat

@@ -29,33 +29,18 @@ one. Output: a table on stderr-free stdout, or with `--json` exactly one JSON ob
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.artifacts import RunDir, write_json
+from pipeline.checkpoints import (CAUSAL_LM, REWARD_MODEL, ModelFolder, device, identify, is_run_folder, load_model,
+                                  load_tokenizer, require_causal_lm, run_models, stage_final)
 from pipeline.errors import PipelineError
 
-MODEL_STAGES = ("pretrain", "sft", "reward", "ppo")
-SUITES = {"causal_lm": ("bpb", "exact_match", "reward_score", "win_rate", "samples"),
-          "reward_model": ("reward_accuracy",)}
+SUITES = {CAUSAL_LM: ("bpb", "exact_match", "reward_score", "win_rate", "samples"),
+          REWARD_MODEL: ("reward_accuracy",)}
 N_SAMPLES = 4
-
-
-@dataclass
-class Target:
-    """A model to evaluate: its folder, its kind, and the run (stage, step) it belongs to, if any."""
-
-    folder: Path
-    kind: str                       # "causal_lm" or "reward_model"
-    run: Path | None = None
-    stage: str | None = None
-    step: int | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.stage}-{self.step}" if self.step is not None else (self.stage or self.folder.name)
 
 
 @dataclass
@@ -78,125 +63,18 @@ class Data:
         return ds[split] if split in ds else None
 
 
-# ----------------------------------------------------------------------------------------------- what is it
-
-
-def model_kind(folder: Path) -> str | None:
-    """"causal_lm", "reward_model" or None, from config.json's architectures (or a LoRA adapter's task)."""
-    adapter = folder / "adapter_config.json"
-    if adapter.is_file():
-        task = json.loads(adapter.read_text()).get("task_type")
-        return {"CAUSAL_LM": "causal_lm", "SEQ_CLS": "reward_model"}.get(task)
-    config = folder / "config.json"
-    if not config.is_file():
-        return None
-    architectures = json.loads(config.read_text()).get("architectures") or []
-    if any(a.endswith("ForCausalLM") for a in architectures):
-        return "causal_lm"
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        return "reward_model"
-    return None
-
-
-def run_of(folder: Path) -> tuple[Path | None, str | None, int | None]:
-    """(run folder, stage, step) when `folder` is `<run>/<stage>/final` or `<run>/<stage>/checkpoint-<step>`."""
-    folder = folder.resolve()
-    stage_dir, run = folder.parent, folder.parent.parent
-    if stage_dir.name not in MODEL_STAGES or not (run / "config.yaml").is_file():
-        return None, None, None
-    step = re.fullmatch(r"checkpoint-(\d+)", folder.name)
-    if folder.name != "final" and not step:
-        return None, None, None
-    return run, stage_dir.name, int(step.group(1)) if step else None
-
-
-def targets(path: Path, checkpoints: bool) -> list[Target]:
-    """The models behind `path`: a run folder's final models (and checkpoints), or one model folder."""
-    if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
-        found = []
-        for stage in MODEL_STAGES:
-            folders = [path / stage / "final"] if (path / stage / "_SUCCESS").is_file() else []
-            if checkpoints:
-                folders += sorted(path.joinpath(stage).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-            found += [target_of(f) for f in folders if f.is_dir()]
-        if not found:
-            raise PipelineError(f"{path}: a run folder with no finished model stage ({', '.join(MODEL_STAGES)})")
-        return found
-    return [target_of(path)]
-
-
-def target_of(folder: Path) -> Target:
-    run, stage, step = run_of(folder)
-    kind = model_kind(folder)
-    if kind is None and stage == "ppo" and step is not None:
-        kind = "causal_lm"  # our own checkpoint: the policy's weights under "policy." (`load_policy_checkpoint`)
-    if kind is None:
-        raise PipelineError(f"{folder}: not a model folder (no config.json naming a *ForCausalLM or "
-                            "*ForSequenceClassification architecture, no adapter_config.json) and not a run folder")
-    return Target(folder, kind, run, stage, step)
-
-
 # ------------------------------------------------------------------------------------------ models and data
 
 
-def device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_model(target: Target):
-    """The model behind `target`, in eval mode on `device()`: vanilla transformers (a LoRA adapter merged)."""
-    from transformers import AutoModelForSequenceClassification
-
-    from pipeline.models.loading import is_adapter, load_causal_lm
-
-    if target.kind == "causal_lm":
-        model = load_causal_lm(target.folder) if (target.folder / "config.json").is_file() or is_adapter(target.folder) \
-            else load_policy_checkpoint(target)
-    elif is_adapter(target.folder):
-        from peft import AutoPeftModelForSequenceClassification
-
-        model = AutoPeftModelForSequenceClassification.from_pretrained(str(target.folder)).merge_and_unload()
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(target.folder))
-    return model.to(device()).eval()
+def targets(path: Path, checkpoints: bool) -> list[ModelFolder]:
+    """The models behind `path` (`pipeline.checkpoints`): a run folder's final models (and checkpoints), a stage
+    folder's final model, or one model folder."""
+    if is_run_folder(path):
+        return [identify(folder) for folder in run_models(path, checkpoints)]
+    return [identify(stage_final(path))]
 
 
-def load_policy_checkpoint(target: Target):
-    """The policy of a ppo `checkpoint-<step>` (accelerate's state of policy + value, keys "policy.*"), in the
-    architecture of the run's sft model."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    sft = target.run / "sft" / "final"
-    if not (sft / "config.json").is_file():
-        raise PipelineError(f"{target.folder}: a ppo checkpoint of a LoRA policy (or without {sft}) cannot be "
-                            "evaluated alone: evaluate ppo/final")
-    weights = load_file(str(target.folder / "model.safetensors"))
-    policy = {k[len("policy."):]: v for k, v in weights.items() if k.startswith("policy.")}
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(sft)))
-    missing, unexpected = model.load_state_dict(policy, strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:  # a tied LM head is saved once
-        raise PipelineError(f"{target.folder}: its policy weights do not fit {sft}'s architecture")
-    model.tie_weights()
-    return model
-
-
-def load_tokenizer(target: Target):
-    """The tokenizer saved with the model, else the one of its stage's final model, else the run's."""
-    from transformers import AutoTokenizer
-
-    candidates = [target.folder]
-    if target.run is not None:
-        candidates += [target.run / target.stage / "final", target.run / "sft" / "final", target.run / "tokenizer" / "final"]
-    for folder in candidates:
-        if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(str(folder))
-    raise PipelineError(f"{target.folder}: no tokenizer saved with the model (and no run folder to take one from)")
-
-
-def data_for(target: Target, data_arg: str | None) -> Data:
+def data_for(target: ModelFolder, data_arg: str | None) -> Data:
     """Where the suites read their data: `--data` (a run folder or a .txt file), else the target's own run."""
     if data_arg:
         from pipeline.hub import local_folder
@@ -242,7 +120,7 @@ class Unavailable(Exception):
 class Context:
     """Everything a suite may use."""
 
-    target: Target
+    target: ModelFolder
     model: object
     tokenizer: object
     data: Data
@@ -363,32 +241,40 @@ def resolve(path_or_id: str | None) -> Path | None:
 
 
 def load_reward_model(folder: Path):
-    target = target_of(folder)
-    if target.kind != "reward_model":
+    if identify(folder).kind != REWARD_MODEL:
         raise PipelineError(f"--reward-model {folder}: not a reward model (a *ForSequenceClassification folder)")
-    model = load_model(target)
+    model = load_model(folder, REWARD_MODEL)
     if model.config.num_labels != 1:
         raise PipelineError(f"--reward-model {folder}: has {model.config.num_labels} labels; a reward is one scalar")
     return model
 
 
-def context(target: Target, options) -> Context:
+def load_other_policy(folder: Path, option: str):
+    """The causal LM given to --reference or --against; a one-line error saying what the folder is otherwise."""
+    try:
+        require_causal_lm(folder)
+    except PipelineError as e:
+        raise PipelineError(f"{option} {e}") from None
+    return load_model(folder, CAUSAL_LM)
+
+
+def context(target: ModelFolder, options) -> Context:
     """Model, tokenizer, data and the models the suites compare with: the given ones, else the run's own (its
     reward model; for a ppo policy, the sft policy as the reference, as the ppo stage measured KL)."""
     data = data_for(target, options.data)
-    ctx = Context(target, load_model(target), load_tokenizer(target), data)
-    if target.kind != "causal_lm":
+    ctx = Context(target, load_model(target.folder, target.kind), load_tokenizer(target.folder), data)
+    if target.kind != CAUSAL_LM:
         return ctx
     reward = resolve(options.reward_model) or (data.run / "reward" / "final" if data.run is not None and
                                                (data.run / "reward" / "_SUCCESS").is_file() else None)
     reference = resolve(options.reference) or (target.run / "sft" / "final" if target.stage == "ppo" else None)
     ctx.reward_model = load_reward_model(reward) if reward else None
-    ctx.reference = load_model(target_of(reference)) if reference else None
-    ctx.against = load_model(target_of(resolve(options.against))) if options.against else None
+    ctx.reference = load_other_policy(reference, "--reference") if reference else None
+    ctx.against = load_other_policy(resolve(options.against), "--against") if options.against else None
     return ctx
 
 
-def evaluate_target(target: Target, options, progress=None) -> dict:
+def evaluate_target(target: ModelFolder, options, progress=None) -> dict:
     """{"model", "kind", "stage", "step", "data", "suites": {suite: numbers}, "skipped": {suite: why}}."""
     chosen = options.suite or SUITES[target.kind]
     unknown = [s for s in chosen if s not in SUITE_FUNCTIONS]
@@ -416,7 +302,8 @@ def evaluate_target(target: Target, options, progress=None) -> dict:
 
 def add_arguments(parser, name: str) -> None:
     parser.description = __doc__.split("\n\n")[0]
-    parser.add_argument("path", help="a model folder, checkpoint-<step>, run folder or Hub id")
+    parser.add_argument("path", help="a model folder, checkpoint-<step>, stage folder (its final/), run folder or "
+                                      "Hub id")
     parser.add_argument("--suite", action="append", metavar="NAME",
                         help=f"run only these suites (repeatable: {', '.join(SUITE_FUNCTIONS)}); default: all that fit")
     parser.add_argument("--data", help="a run folder whose datasets to use, or a .txt file for bits per byte")
@@ -439,7 +326,7 @@ def run_command(args) -> int:
     datasets.disable_progress_bars()
     path = local_folder(args.path)
     found = targets(path, args.checkpoints)
-    is_run = len(found) > 1 or (path / "config.yaml").is_file() and not (path / "config.json").is_file()
+    is_run = len(found) > 1 or is_run_folder(path)
     results = {}
     with Progress(transient=True, console=_stderr()) as progress:
         progress.add_task("evaluating", total=len(found))

@@ -8,6 +8,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline import chat as chat_module
+from pipeline.checkpoints import causal_lm_folder
 from pipeline.cli import main
 from pipeline.metrics.qa import generate_replies
 
@@ -54,12 +55,12 @@ def test_jsonl_prompts_to_stdout_from_the_run_folder(nano_run, tmp_path, capsys)
 
 
 def test_run_folder_means_its_newest_policy(nano_run, tmp_path):
-    assert chat_module.model_folder(str(nano_run)) == nano_run / "ppo" / "final"
+    assert causal_lm_folder(str(nano_run)) == nano_run / "ppo" / "final"
     run = tmp_path / "run"  # no ppo/final yet: the SFT policy
     shutil.copytree(nano_run / "sft" / "final", run / "sft" / "final")
     shutil.copytree(nano_run / "pretrain" / "final", run / "pretrain" / "final")
     shutil.copy(nano_run / "config.yaml", run / "config.yaml")
-    assert chat_module.model_folder(str(run)) == run / "sft" / "final"
+    assert causal_lm_folder(str(run)) == run / "sft" / "final"
 
 
 @pytest.mark.parametrize("folder, says", [
