@@ -20,6 +20,11 @@ What is given decides the suites (`--suite` picks some; one that cannot run is a
                   samples        the first greedy replies, to read
     reward model  reward_accuracy  pairwise accuracy (per rejection kind), margin and ECE on the preference test
                                  split, tokenized as TRL's RewardTrainer does (the reward stage's numbers)
+    word vectors  analogy        3CosAdd accuracy on `--analogies FILE` (questions-words.txt format; default: the
+    (a word2vec                  run's world analogies), top 30k words, semantic/syntactic, questions skipped
+    .txt or .bin)                (`pipeline.embeddings.evaluation`, gensim's numbers)
+                  similarity     Spearman of cosines against each `--similarity FILE` (wordsim353, SimLex-999)
+                  neighbours     nearest neighbours of the most frequent words, to read
 
 Inside a run folder, every setting comes from the run's config.yaml (block size, reply lengths, the PPO
 prompts), so `pipeline eval` reproduces each stage's own metrics; the sft policy is the reference of the ppo
@@ -227,6 +232,49 @@ def suite_reward_accuracy(ctx: Context) -> dict:
     return pair_metrics(chosen, rejected, pairs["kind"] if "kind" in pairs.column_names else None, skipped)
 
 
+def vectors_run(path: Path, data_arg: str | None) -> Path | None:
+    """The run whose world analogies a vectors file is scored on: `--data RUN`, else the run folder above it."""
+    if data_arg:
+        return resolve(data_arg)
+    return next((parent for parent in path.resolve().parents if is_run_folder(parent)), None)
+
+
+def evaluate_vectors(path: Path, options) -> dict:
+    """The word-vector suites on a word2vec text or binary file (module docstring)."""
+    from pipeline.embeddings import evaluation as words
+    from pipeline.embeddings.vectors import VectorsError, read_vectors
+
+    chosen = options.suite or VECTOR_SUITES
+    wrong = [s for s in chosen if s not in VECTOR_SUITES]
+    if wrong:
+        raise PipelineError(f"--suite {wrong[0]}: not a suite for word vectors (valid: {', '.join(VECTOR_SUITES)})")
+    run = vectors_run(path, options.data)
+    analogies = options.analogies or (run / "data" / "analogies" / "questions-words.txt" if run else None)
+    results, skipped = {}, {}
+    try:
+        vectors = read_vectors(path)
+        if "analogy" in chosen and analogies and Path(analogies).is_file():
+            results["analogy"] = {**words.analogy_accuracy(vectors, words.read_analogies(analogies)),
+                                  "questions_file": str(analogies)}
+        elif "analogy" in chosen:
+            skipped["analogy"] = "needs --analogies FILE (or vectors inside a run with world analogies)"
+        if "similarity" in chosen and options.similarity:
+            results["similarity"] = {Path(f).name: words.similarity_spearman(vectors, words.read_similarity(f))
+                                     for f in options.similarity}
+        elif "similarity" in chosen:
+            skipped["similarity"] = "needs --similarity FILE (wordsim353.tsv, simlex999.txt)"
+        if "neighbours" in chosen:
+            results["neighbours"] = words.nearest_neighbours(vectors, vectors.words[:N_SAMPLES], k=5)
+    except VectorsError as e:
+        raise PipelineError(str(e)) from None
+    if options.suite and skipped:
+        suite, why = next(iter(skipped.items()))
+        raise PipelineError(f"--suite {suite}: {why} ({path})")
+    return {"model": str(path), "kind": "word_vectors", "stage": None, "step": None, "data": str(analogies or ""),
+            "suites": results, "skipped": skipped}
+
+
+VECTOR_SUITES = ("analogy", "similarity", "neighbours")
 SUITE_FUNCTIONS = {"bpb": suite_bpb, "exact_match": suite_exact_match, "reward_score": suite_reward_score,
                    "win_rate": suite_win_rate, "samples": suite_samples, "reward_accuracy": suite_reward_accuracy}
 
@@ -277,9 +325,6 @@ def context(target: ModelFolder, options) -> Context:
 def evaluate_target(target: ModelFolder, options, progress=None) -> dict:
     """{"model", "kind", "stage", "step", "data", "suites": {suite: numbers}, "skipped": {suite: why}}."""
     chosen = options.suite or SUITES[target.kind]
-    unknown = [s for s in chosen if s not in SUITE_FUNCTIONS]
-    if unknown:
-        raise PipelineError(f"--suite {unknown[0]}: no such suite (valid: {', '.join(SUITE_FUNCTIONS)})")
     wrong = [s for s in chosen if s not in SUITES[target.kind]]
     if wrong:
         raise PipelineError(f"--suite {wrong[0]}: not a suite for a {target.kind.replace('_', ' ')} at {target.folder} "
@@ -310,6 +355,9 @@ def add_arguments(parser, name: str) -> None:
     parser.add_argument("--reward-model", help="reward model for reward_score and win_rate (default: the run's)")
     parser.add_argument("--reference", help="reference policy for the KL (default: a ppo policy's sft model)")
     parser.add_argument("--against", help="another policy: win rate of this one over it, judged by the reward model")
+    parser.add_argument("--analogies", help="word vectors: a questions-words.txt-format file (default: the run's)")
+    parser.add_argument("--similarity", action="append", help="word vectors: a word-pair file (wordsim353.tsv, "
+                        "simlex999.txt); repeatable")
     parser.add_argument("--checkpoints", action="store_true", help="with a run folder: every checkpoint-<step> too")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
@@ -325,6 +373,12 @@ def run_command(args) -> int:
     transformers.utils.logging.disable_progress_bar()  # weight loading; ours shows the suites
     datasets.disable_progress_bars()
     path = local_folder(args.path)
+    unknown = [s for s in args.suite or [] if s not in SUITE_FUNCTIONS and s not in VECTOR_SUITES]
+    if unknown:
+        valid = ", ".join([*SUITE_FUNCTIONS, *VECTOR_SUITES])
+        raise PipelineError(f"--suite {unknown[0]}: no such suite (valid: {valid})")
+    if path.is_file():  # a word-vector file
+        return print_results(args, {path.name: evaluate_vectors(path, args)}, None)
     found = targets(path, args.checkpoints)
     is_run = len(found) > 1 or is_run_folder(path)
     results = {}
@@ -335,7 +389,12 @@ def run_command(args) -> int:
             if is_run:
                 write_json(RunDir(path).root / "eval" / f"{target.label}.json", results[target.label])
             progress.advance(progress.task_ids[0])
-    output = {"run": str(path), "results": results} if is_run else next(iter(results.values()))
+    return print_results(args, results, path if is_run else None)
+
+
+def print_results(args, results: dict, run: Path | None) -> int:
+    """One JSON object on stdout (`--json`: the run's results, or the one result), else a table per result."""
+    output = {"run": str(run), "results": results} if run else next(iter(results.values()))
     if args.json:
         sys.stdout.write(json.dumps(output, default=str) + "\n")
     else:
@@ -356,6 +415,10 @@ def table(label: str, result: dict):
                 **{f"floor_{k}": v for k, v in numbers.get("floors", {}).items()}}
         for key, value in flat.items():
             out.add_row(suite, key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        for word, neighbours in (numbers.items() if suite == "neighbours" else []):
+            out.add_row(suite, word, ", ".join(f"{n} {c:.2f}" for n, c in neighbours))
+        for name, inner in (numbers.items() if suite == "similarity" else []):
+            out.add_row(suite, f"{name} spearman", f"{inner['spearman']:.4f} ({inner['pairs']} pairs)")
         for sample in numbers.get("samples", []):
             out.add_row(suite, sample["prompt"][:40], sample["reply"][:60])
     for suite, why in result["skipped"].items():

@@ -99,3 +99,47 @@ def test_bad_input_is_one_line_with_exit_2(nano_run, tmp_path, capsys, case, exp
     assert main(["eval", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and "\n" not in err, err
+
+
+def test_word_vectors_in_a_run_are_scored_on_its_analogies_as_gensim_scores_them(nano_run, tmp_path, capsys):
+    import numpy as np
+    from gensim.models import KeyedVectors
+
+    from pipeline.embeddings.vectors import WordVectors, write_text
+
+    questions = nano_run / "data" / "analogies" / "questions-words.txt"
+    words = sorted({w for line in questions.read_text().splitlines() if not line.startswith(":") for w in line.split()})
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(len(words), 16)).astype(np.float32)
+    index = {w: i for i, w in enumerate(words)}
+    for line in questions.read_text().splitlines()[1:40]:  # plant a few: d = b - a + c exactly
+        if not line.startswith(":"):
+            a, b, c, d = (index[w] for w in line.split())
+            matrix[d] = matrix[b] - matrix[a] + matrix[c]
+    folder = tmp_path / "run"
+    shutil.copytree(nano_run, folder)
+    (folder / "embeddings" / "cbow").mkdir(parents=True)
+    path = write_text(folder / "embeddings" / "cbow" / "vectors.txt", WordVectors(words, matrix))
+    similarity = tmp_path / "pairs.tsv"  # word pairs of the world, in wordsim353's format, with made-up scores
+    similarity.write_text("".join(f"{a}\t{b}\t{score}\n" for a, b, score in
+                                  zip(words[:12:2], words[1:12:2], (1.0, 7.5, 3.0, 3.0, 9.0, 5.5))))
+    assert main(["eval", str(path), "--similarity", str(similarity), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "word_vectors" and result["data"] == str(folder / "data" / "analogies" / "questions-words.txt")
+    peer = KeyedVectors.load_word2vec_format(str(path))
+    accuracy, sections = peer.evaluate_word_analogies(str(questions), restrict_vocab=30000)
+    analogy = result["suites"]["analogy"]
+    assert analogy["accuracy"] == pytest.approx(accuracy, abs=1e-12) and analogy["accuracy"] > 0
+    assert analogy["correct"] == len(sections[-1]["correct"])
+    pearson, spearman, oov = peer.evaluate_word_pairs(str(similarity))
+    assert result["suites"]["similarity"]["pairs.tsv"]["spearman"] == pytest.approx(spearman.statistic, abs=1e-9)
+    assert result["suites"]["similarity"]["pairs.tsv"]["pairs"] == 6 and oov == 0
+    assert set(result["suites"]["neighbours"]) == set(words[:4])
+
+
+def test_a_vectors_file_with_a_wrong_header_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "vectors.txt"
+    bad.write_text("three words\nking 0.1 0.2\n")
+    assert main(["eval", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {bad}") and "\n" not in err, err

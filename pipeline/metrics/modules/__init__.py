@@ -14,6 +14,8 @@ which), and the stages compute their metrics through the same modules (`load`), 
     bits_per_byte     bits per UTF-8 byte from per-token losses and byte lengths         (pipeline.metrics.lm)
     reward_accuracy   pairwise accuracy, per rejection kind, margin, calibration (ECE)   (pipeline.metrics.reward)
     win_rate          wins / ties / losses of one policy over another by RM score, Wilson 95% intervals
+    word_analogy      analogy accuracy, per section, semantic/syntactic, answered/skipped (pipeline.embeddings)
+    word_similarity   Spearman (average ranks) and Pearson of model vs human word-pair scores (pipeline.embeddings)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import functools
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("qa_exact_match", "bits_per_byte", "reward_accuracy", "win_rate")
+NAMES = ("qa_exact_match", "bits_per_byte", "reward_accuracy", "win_rate", "word_analogy", "word_similarity")
 
 
 def path(name: str) -> str:

@@ -58,3 +58,31 @@ def test_win_rate_with_wilson_intervals_by_hand():
     assert result["win_rate_ci95"] == pytest.approx([0.15004, 0.84996], abs=1e-4)
     all_ties = evaluate.load(path("win_rate")).compute(scores=[1.0], other_scores=[1.0])
     assert all_ties["tie_rate"] == 1.0 and all_ties["decisive_win_rate"] is None
+
+
+def test_word_analogy_by_hand():
+    result = evaluate.load(path("word_analogy")).compute(
+        predictions=["queen", "Paris", "", "running", "went"], references=["queen", "Rome", "Oslo", "running", "gone"],
+        sections=["family", "capital-world", "capital-world", "gram5-present-participle", "gram7-past-tense"],
+        skipped=[False, False, True, False, False])
+    assert (result["questions"], result["answered"], result["correct"], result["skipped"]) == (5, 4, 2, 1)
+    assert result["accuracy"] == 0.5 and result["skipped_ratio"] == 0.2
+    assert result["semantic_accuracy"] == 0.5 and result["syntactic_accuracy"] == 0.5
+    assert result["by_section"]["capital-world"] == {"questions": 2, "answered": 1, "correct": 0, "accuracy": 0.0}
+    assert list(result["by_section"]) == ["family", "capital-world", "gram5-present-participle", "gram7-past-tense"]
+    nothing = evaluate.load(path("word_analogy")).compute(predictions=[""], references=["x"], sections=["family"],
+                                                           skipped=[True])
+    assert nothing["accuracy"] is None and nothing["by_section"]["family"]["accuracy"] is None
+
+
+def test_word_similarity_spearman_with_ties_by_hand():
+    # human ranks 1, 2.5, 2.5, 4, 5; model ranks 1, 4, 2.5, 2.5, 5 (0.3 twice); deviations from 3:
+    # dx = -2 -.5 -.5 1 2, dy = -2 1 -.5 -.5 2: sum dx dy = 7.25, sum dx^2 = sum dy^2 = 9.5
+    result = evaluate.load(path("word_similarity")).compute(human=[1, 2, 2, 3, 5], model=[0.1, 0.4, 0.3, 0.3, 0.9],
+                                                             skipped=5)
+    assert result["spearman"] == pytest.approx(7.25 / 9.5, abs=1e-15)
+    # pearson: human mean 2.6, model mean 0.4: sum dx dy = .48 + 0 + .06 - .04 + 1.2 = 1.7, sums of squares 9.2, .36
+    assert result["pearson"] == pytest.approx(1.7 / math.sqrt(9.2 * 0.36), abs=1e-12)
+    assert (result["pairs"], result["skipped"], result["oov_ratio"]) == (5, 5, 50.0)
+    constant = evaluate.load(path("word_similarity")).compute(human=[1, 2], model=[0.5, 0.5])
+    assert constant["spearman"] is None and constant["pearson"] is None
