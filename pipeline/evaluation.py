@@ -411,10 +411,13 @@ def table(label: str, result: dict):
     for column in ("suite", "metric", "value"):
         out.add_column(column, justify="right" if column == "value" else "left")
     for suite, numbers in result["suites"].items():
+        intervals = {k: v for k, v in numbers.items() if k.endswith("ci95") and isinstance(v, list)}
         flat = {**{k: v for k, v in numbers.items() if not isinstance(v, (list, dict))},
                 **{f"floor_{k}": v for k, v in numbers.get("floors", {}).items()}}
         for key, value in flat.items():
             out.add_row(suite, key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        for key, (low, high) in intervals.items():
+            out.add_row(suite, key, f"[{low:.4f}, {high:.4f}]")
         for word, neighbours in (numbers.items() if suite == "neighbours" else []):
             out.add_row(suite, word, ", ".join(f"{n} {c:.2f}" for n, c in neighbours))
         for name, inner in (numbers.items() if suite == "similarity" else []):
