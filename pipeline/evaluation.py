@@ -16,7 +16,8 @@ What is given decides the suites (`--suite` picks some; one that cannot run is a
                                  `--reference` when given (`pipeline.rl.evaluation.evaluate_policy`, the ppo
                                  stage's "after" numbers); needs a reward model (`--reward-model`, or the run's)
                   win_rate       `--against OTHER`: how often this model's reply outscores OTHER's on the held-out
-                                 prompts by the reward model, ties apart, Wilson 95% intervals (`win_rate` module)
+                                 prompts by the reward model, Wilson 95% intervals (`win_rate` module); a prompt
+                                 where both gave the same response (token ids) is a tie
                   samples        the first greedy replies, to read
     reward model  reward_accuracy  pairwise accuracy (per rejection kind), margin and ECE on the preference test
                                  split, tokenized as TRL's RewardTrainer does (the reward stage's numbers)
@@ -27,7 +28,7 @@ What is given decides the suites (`--suite` picks some; one that cannot run is a
                   neighbours     nearest neighbours of the most frequent words, to read
 
 Inside a run folder, every setting comes from the run's config.yaml (block size, reply lengths, the PPO
-prompts), so `pipeline eval` reproduces each stage's own metrics; the sft policy is the reference of the ppo
+prompts; a policy's reply length is its stage section's `eval_max_new_tokens`, else the sft section's), so `pipeline eval` reproduces each stage's own metrics; the sft policy is the reference of the ppo
 one. Output: a table on stderr-free stdout, or with `--json` exactly one JSON object on stdout.
 """
 
@@ -197,7 +198,11 @@ def suite_win_rate(ctx: Context) -> dict:
     length = ctx.stage_setting("eval_max_new_tokens", 32)
     mine = evaluate_policy(ctx.model, ctx.reward_model, ctx.tokenizer, prompts, max_new_tokens=length)
     theirs = evaluate_policy(ctx.against, ctx.reward_model, ctx.tokenizer, prompts, max_new_tokens=length)
-    return load("win_rate").compute(scores=mine["scores"], other_scores=theirs["scores"])
+    # the same response is a tie: its two scores come from differently padded batches and may differ in the
+    # 7th digit, which must not decide a win
+    other = [own if a == b else score for own, score, a, b in
+             zip(mine["scores"], theirs["scores"], mine["responses"], theirs["responses"])]
+    return load("win_rate").compute(scores=mine["scores"], other_scores=other)
 
 
 def suite_samples(ctx: Context) -> dict:

@@ -6,11 +6,12 @@ about: "Mara", "Lisbon", "8-0"), `answer_type` ("integer" or "choice") and `cand
 word of the answer's type, e.g. all colours). Replies come from greedy decoding with the chat template.
 
 **exact_match** (strict). The reply's answer is found in three steps:
-1. the echo of the subject is removed: every whole-word occurrence of a word subject ("Mara", "Mara's"),
+"Whole word" means: not preceded or followed by a word character (letter, digit, underscore).
+1. the echo of the subject is removed, case-insensitively: every whole-word occurrence of a word subject ("Mara", "Mara's"),
    or for an arithmetic subject "a<op>b" every "a <op> b" with the operator written as a symbol or a word
    ("8-0", "8 - 0", "8 minus 0"; `OPERATOR_SPELLINGS`);
-2. the answer-typed spans left are collected: for "integer", every run of digits that is a whole word
-   (compared as integers, so "07" is 7); for "choice", every candidate that occurs as a whole word,
+2. the answer-typed spans left are collected: for "integer", every run of digits that is a whole word and
+   not part of a decimal number ("3.5" gives no value; compared as integers, so "07" is 7); for "choice", every candidate that occurs as a whole word,
    case-insensitively;
 3. the reply answers X when exactly one distinct value was found and it is X; no value (an echo, a
    refusal) or two or more distinct values (a list of guesses) answer nothing.
@@ -22,8 +23,9 @@ equal the answer normalised the same way.
 Echoing "What is 8-0?" contains "8"; listing every colour contains the right one.
 
 **Floors**, scored with both rules on the same rows: `echo` replies with the question itself; `majority`
-replies with the most frequent answer of the row's category in the scored set (ties: the alphabetically
-first), the best any constant answer per category can do on these rows.
+replies with the most frequent answer of the row's category in the scored set (ties: the first in Python's
+string order, so uppercase before lowercase and "10" before "9"), the best any constant answer per category can
+do on these rows. Where a category's answers are all distinct, that floor is 1 / (rows in the category).
 """
 
 from __future__ import annotations

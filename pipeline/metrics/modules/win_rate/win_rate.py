@@ -1,7 +1,8 @@
 """Win rate of policy A over policy B on the same prompts, judged by a reward model's scores.
 
 Inputs, one per prompt: scores (the RM score of A's response) and other_scores (B's, same prompt). A prompt is a
-win when scores > other_scores, a loss when <, a tie when equal (exactly, as floats). With n prompts, W wins,
+win when scores > other_scores, a loss when <, a tie when equal (exactly, as floats). `pipeline eval` passes the
+same score for both when A and B gave the same response, so padding noise never turns it into a win or loss. With n prompts, W wins,
 T ties and L losses:
 
     win_rate = W / n, tie_rate = T / n, loss_rate = L / n
