@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "sft": "pipeline.stages.sft",
     "reward": "pipeline.stages.reward",
     "ppo": "pipeline.stages.ppo",
+    "embeddings": "pipeline.stages.embeddings",
     "regression": "pipeline.stages.regression",
 }
 

@@ -42,3 +42,34 @@ def test_data_stage_on_two_processes_matches_one(tmp_path):
     for rel in files:  # rank 1 wrote nothing: the output is exactly what one process writes
         if rel.name not in BOOKKEEPING:
             assert filecmp.cmp(one / "data" / rel, two / "data" / rel, shallow=False), rel
+
+
+def test_embeddings_on_two_processes_write_one_set_of_vectors(tmp_path):
+    """Rank 0 trains and writes (the methods are not distributed yet); rank 1 runs the stage and waits. The
+    vectors are those a one-process run writes."""
+    import numpy as np
+
+    from pipeline.embeddings.vectors import read_vectors
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    folders = {}
+    for processes in (1, 2):
+        folder = bare_run(tmp_path / str(processes))
+        with open(folder / "config.yaml", "a") as config:
+            config.write("embeddings: {methods: [cbow, glove], min_count: 2, epochs: 1, glove_epochs: 2, vector_size: 16}\n")
+        subprocess.run([sys.executable, "-m", "pipeline.stages.data", "--run", str(folder)], cwd=ROOT, check=True,
+                       capture_output=True, env=env)
+        if processes == 1:
+            subprocess.run([sys.executable, "-m", "pipeline.stages.embeddings", "--run", str(folder)], cwd=ROOT,
+                           check=True, capture_output=True, env=env)
+        else:
+            result = launch("--config_file", "recipes/accelerate/cpu_2proc.yaml", "-m", "pipeline.stages.embeddings",
+                            "--run", str(folder))
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert "rank 0/2: embeddings" in result.stderr and "rank 1/2: embeddings" in result.stderr
+            assert json.loads((folder / "embeddings" / "metrics.json").read_text())["num_processes"] == 2
+        folders[processes] = folder / "embeddings"
+    for method in ("cbow", "glove"):
+        assert sorted(p.name for p in (folders[2] / method).iterdir()) == ["metrics.json", "vectors.bin", "vectors.txt"]
+        one, two = (read_vectors(folders[n] / method / "vectors.bin") for n in (1, 2))
+        assert one.words == two.words and np.array_equal(one.matrix, two.matrix), method

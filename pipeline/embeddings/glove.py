@@ -1,0 +1,168 @@
+"""GloVe (Pennington, Socher and Manning 2014): weighted least squares on log co-occurrence counts, in torch.
+
+    cooc = count_cooccurrences(ids, starts, len(vocab), window=10)
+    vectors = train_glove(cooc, vocab.words, GloVeSettings(vector_size=100, epochs=15), device="cuda")
+
+The model: a word vector w_i and bias b_i, a context vector w~_j and bias b~_j per word, fitted to the nonzero
+entries X_ij of the co-occurrence matrix:
+
+    J = sum_ij f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2        (`glove_loss`)
+    f(x) = (x / x_max)^alpha if x < x_max else 1                       (`weighting`; x_max 10, alpha 0.75)
+
+Optimisation, as the Stanford C tool (`glove.c`) does it: parameters start uniform in [-0.5, 0.5) / dim
+(biases too); each epoch visits the nonzero entries in a random order; an entry's error diff = w_i . w~_j + b_i +
+b~_j - log X_ij gives fdiff = f(X_ij) diff (the gradient of J / 2) and AdaGrad steps with squared-gradient sums
+that start at 1:
+
+    vectors   t = clip(fdiff * w~_j, +-100) * eta;   w_i -= t / sqrt(G_wi);   G_wi += t^2     (and w~_j alike)
+    biases    b_i -= fdiff / sqrt(G_bi);              G_bi += fdiff^2        (no learning rate: as the C tool)
+
+and the saved vector of a word is w_i + w~_i (the C tool's `-model 2`).
+
+What differs from the C tool: the entries are taken `batch_size` at a time (a full random permutation per epoch,
+seeded, where the C tool shuffles in memory-sized blocks and threads walk their own part): every entry of a batch
+reads the parameters as they were at the start of the batch and the steps are applied with `index_add_`. This is
+the batched form of the C tool's Hogwild threads, which also read parameters that other threads are updating. A
+word that occurs k times in one batch gets one step, the sum T of its k entries' steps t, taken against G plus
+(k - 1) / k of their squared sum S, and then G += S. For k = 1 that is the C tool's step exactly. For larger k
+it keeps a frequent word's bias, whose steps have no learning rate, from moving k times as far as one entry
+would move it (about sqrt(k) times instead, as k sequential AdaGrad steps would). Parameters are float32 (the
+C tool uses double), so the fit runs on GPUs and uses the vector units on CPUs.
+
+Why our own code: no Hugging Face library trains GloVe (gensim reads GloVe files but does not train them), and
+the C tool runs on one machine's CPU threads only; this runs on CPU or a GPU (`device`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.embeddings.cooccurrence import Cooccurrences
+from pipeline.embeddings.vectors import WordVectors
+from pipeline.embeddings.vocab import EmbeddingsError
+
+
+@dataclass
+class GloVeSettings:
+    vector_size: int = 100        # dimensions of each word vector
+    x_max: float = 10.0           # counts at or above x_max get weight 1 (the paper's 100 suits corpora > 1B words)
+    alpha: float = 0.75           # weighting exponent, the paper's
+    learning_rate: float = 0.05   # AdaGrad's initial step for the vectors (biases take none: the C tool's eta)
+    epochs: int = 15              # passes over the nonzero co-occurrences
+    batch_size: int = 8192        # entries per batched update: larger is faster, and more stale within a batch
+    seed: int = 0                 # initialisation and the order of the entries
+    grad_clip: float = 100.0      # the C tool's clip on each vector-gradient component
+
+
+def weighting(x, x_max: float = 10.0, alpha: float = 0.75):
+    """f(x) = (x / x_max)^alpha below x_max, else 1 (a tensor or array of counts, same type back)."""
+    if isinstance(x, torch.Tensor):
+        return torch.where(x < x_max, (x / x_max) ** alpha, torch.ones_like(x))
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x < x_max, (x / x_max) ** alpha, 1.0)
+
+
+def glove_loss(w: torch.Tensor, w_context: torch.Tensor, b: torch.Tensor, b_context: torch.Tensor,
+               rows: torch.Tensor, cols: torch.Tensor, counts: torch.Tensor, x_max: float = 10.0,
+               alpha: float = 0.75) -> torch.Tensor:
+    """J = sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2 over the entries (rows, cols, counts)."""
+    diff = (w[rows] * w_context[cols]).sum(-1) + b[rows] + b_context[cols] - torch.log(counts)
+    return (weighting(counts, x_max, alpha) * diff * diff).sum()
+
+
+class GloVeModel:
+    """The parameters: `word` and `context` tables (V, dim + 1), the last column the bias, and their AdaGrad sums."""
+
+    def __init__(self, vocab_size: int, dim: int, seed: int = 0, device="cpu", dtype=torch.float32):
+        generator = torch.Generator().manual_seed(seed)
+        init = (torch.rand(2, vocab_size, dim + 1, generator=generator, dtype=torch.float64) - 0.5) / dim
+        self.word = init[0].to(device=device, dtype=dtype).contiguous()
+        self.context = init[1].to(device=device, dtype=dtype).contiguous()
+        self.word_gradsq = torch.ones_like(self.word)
+        self.context_gradsq = torch.ones_like(self.context)
+        self.dim = dim
+
+    def vectors(self) -> np.ndarray:
+        """W + W~ without the biases (the C tool's `-model 2`), float32 on the CPU."""
+        return (self.word[:, :self.dim] + self.context[:, :self.dim]).float().cpu().numpy()
+
+
+def _adagrad(table: torch.Tensor, gradsq: torch.Tensor, index: torch.Tensor, steps: torch.Tensor) -> None:
+    """Apply per-entry AdaGrad steps `steps` (already scaled by the learning rate) to rows `index` of `table`:
+    a row met k times takes T / sqrt(G + S (k - 1) / k), then G += S (T, S: sum and squared sum of its steps)."""
+    unique, inverse, counts = torch.unique(index, return_inverse=True, return_counts=True)
+    if len(unique) == len(index):                         # no repeats: the C tool's step, entry by entry
+        squared = steps * steps
+        table.index_add_(0, index, steps / gradsq[index].sqrt(), alpha=-1.0)
+        gradsq.index_add_(0, index, squared)
+        return
+    total = torch.zeros(len(unique), steps.shape[1], dtype=steps.dtype, device=steps.device)
+    total.index_add_(0, inverse, steps)
+    squared = torch.zeros_like(total).index_add_(0, inverse, steps * steps)
+    counts = counts.to(steps.dtype).unsqueeze(1)
+    repeats = (counts - 1) / counts
+    table.index_add_(0, unique, total / (gradsq[unique] + squared * repeats).sqrt(), alpha=-1.0)
+    gradsq.index_add_(0, unique, squared)
+
+
+def glove_step(model: GloVeModel, rows: torch.Tensor, cols: torch.Tensor, log_counts: torch.Tensor,
+               weights: torch.Tensor, learning_rate: float, grad_clip: float = 100.0) -> torch.Tensor:
+    """One batched update on the entries (rows, cols) with log X and f(X) given; returns the batch's cost
+    sum 0.5 f diff^2 (the C tool's), computed before the update."""
+    dim = model.dim
+    word, context = model.word[rows], model.context[cols]
+    diff = (word[:, :dim] * context[:, :dim]).sum(1) + word[:, dim] + context[:, dim] - log_counts
+    fdiff = weights * diff
+    cost = 0.5 * (fdiff * diff).sum()
+    fdiff = fdiff.unsqueeze(1)
+    for table, gradsq, index, other in ((model.word, model.word_gradsq, rows, context),
+                                        (model.context, model.context_gradsq, cols, word)):
+        steps = fdiff * other
+        steps[:, :dim].clamp_(-grad_clip, grad_clip).mul_(learning_rate)
+        steps[:, dim] = fdiff[:, 0]                        # the bias: fdiff itself, no learning rate
+        _adagrad(table, gradsq, index, steps)
+    return cost
+
+
+def train_glove(cooc: Cooccurrences, vocab_words: list[str], settings: GloVeSettings | None = None,
+                device="cpu", progress=None) -> WordVectors:
+    """Fit GloVe to `cooc` (see the module docstring) and return W + W~ for `vocab_words` (row i = word id i).
+    `progress(epoch, cost, seconds)` is called after each epoch with the mean 0.5 f diff^2 over the entries."""
+    settings = settings or GloVeSettings()
+    if len(vocab_words) != cooc.vocab_size:
+        raise EmbeddingsError(f"{len(vocab_words)} words for a co-occurrence matrix of {cooc.vocab_size}")
+    if not len(cooc):
+        raise EmbeddingsError("no co-occurrences to train on (an empty corpus, or sentences of one word)")
+    if settings.vector_size < 1 or settings.epochs < 0 or settings.batch_size < 1 or settings.x_max <= 0:
+        raise EmbeddingsError(f"GloVe settings out of range: {settings}")
+    if np.any(np.asarray(cooc.values) <= 0):
+        raise EmbeddingsError("co-occurrence values must be positive (their log is fitted)")
+    device = torch.device(device)
+    model = GloVeModel(cooc.vocab_size, settings.vector_size, settings.seed, device)
+    counts = torch.from_numpy(np.asarray(cooc.values, dtype=np.float64))
+    log_counts = torch.log(counts).float().to(device)
+    weights = weighting(counts, settings.x_max, settings.alpha).float().to(device)
+    rows = torch.from_numpy(np.asarray(cooc.rows, dtype=np.int64)).to(device)
+    cols = torch.from_numpy(np.asarray(cooc.cols, dtype=np.int64)).to(device)
+    del counts
+    generator = torch.Generator().manual_seed(settings.seed)
+    n = len(cooc)
+    for epoch in range(1, settings.epochs + 1):
+        began = time.perf_counter()
+        order = torch.randperm(n, generator=generator).to(device)
+        cost = torch.zeros((), dtype=torch.float64, device=device)
+        for start in range(0, n, settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            cost += glove_step(model, rows[batch], cols[batch], log_counts[batch], weights[batch],
+                               settings.learning_rate, settings.grad_clip)
+        if progress is not None:
+            progress(epoch, float(cost) / n, time.perf_counter() - began)
+        if not math.isfinite(float(cost)):
+            raise EmbeddingsError(f"GloVe diverged in epoch {epoch} (cost {float(cost)}): lower learning_rate "
+                                  f"or batch_size")
+    return WordVectors(list(vocab_words), model.vectors())

@@ -1,0 +1,269 @@
+"""word2vec: CBOW and Skip-gram with negative sampling (Mikolov et al. 2013), trained in torch on CPU or GPU.
+
+    vocab = build_vocabulary(open("corpus.txt"), min_count=5)
+    ids, starts = encode(open("corpus.txt"), vocab)
+    vectors = train_word2vec(ids, starts, vocab, Word2VecSettings(method="skipgram"), device="cuda")
+
+Each word has an input vector (the rows of `w_in`, what we return) and an output vector (`w_out`). Both
+methods slide over every kept position i of every sentence (a line; windows never cross lines):
+
+    subsampling  each occurrence of a word of count c among N is kept with probability
+                 min(1, (sqrt(c / (t N)) + 1) t N / c), t = `sample` (`vocab.keep_probabilities`), drawn afresh
+                 every epoch; dropped words are removed before windows are taken (so windows reach further)
+    window       dynamic: b_i uniform in [0, window), the context of i is the kept words at distance
+                 <= window - b_i in the same sentence
+    skipgram     every (context j, centre i) pair maximises log s(x_j . y_i) + sum_k log s(-x_j . y_k)
+    cbow         h_i = mean of x_j over the context (cbow_mean); maximises log s(h_i . y_i) + sum log s(-h_i . y_k);
+                 as in word2vec, the gradient w.r.t. h_i is added whole to every x_j of the context
+    negatives    y_k for noise words drawn from P(w) = c_w^0.75 / sum c^0.75 (`vocab.noise_distribution`)
+    updates      plain SGD with a learning rate decaying linearly from `alpha` to `min_alpha` over all words of
+                 all epochs (word2vec's schedule); x initialised uniform(-0.5, 0.5) / dim, y at zero
+
+What differs from word2vec.c and gensim (which update one pair at a time, Hogwild over threads):
+- Large batches: a batch of `batch_words` corpus words (whole sentences) is processed at once. Its rows are
+  gathered into contiguous tensors; the pairs at each offset 1..window are shifted slices of them (no per-pair
+  gather), the sigmoid gradients are written out by hand (no autograd), and the updates are summed into the
+  matrices with one `index_add_` each: the fused equivalent of sparse gradients with SGD. Gradients within a
+  batch are computed from the same (stale) parameters; a word seen n times in a batch gets the sum of n updates,
+  scaled by row_cap / n when n (counted in pairs) exceeds `row_cap`: unscaled sums diverge for frequent words
+  in large batches. Staleness costs quality: on 2M words, 4096-word batches lose ~1 analogy point to 2048.
+- Shared negatives: each group of `negative_group` consecutive positions shares `group_negatives` noise words,
+  each weighted negative / group_negatives, so every pair still carries `negative` negatives' worth of gradient in
+  expectation (the sharing of Ji et al. 2016, "Parallelizing word2vec in shared and distributed memory"); it turns
+  the negative step into a batched matrix product and cuts the rows gathered per word from ~negative to ~1.
+  A noise word equal to the positive one is not skipped (word2vec skips it).
+- The exact sigmoid (word2vec clips |score| >= 6 and skips those updates; it reads a 1000-entry table).
+- Words per second and progress count in-vocabulary corpus words (before subsampling).
+
+We wrote our own because no Hugging Face library trains word2vec, and gensim (the reference we benchmark
+against, benchmarks/_w2v_probe.py) runs on CPU only. Deterministic for a seed on CPU.
+Not implemented: hierarchical softmax (negative sampling only), multi-process training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.embeddings.vectors import WordVectors
+from pipeline.embeddings.vocab import EmbeddingsError, Vocabulary, keep_probabilities, noise_distribution
+
+METHODS = ("cbow", "skipgram")
+
+
+@dataclass
+class Word2VecSettings:
+    method: str = "cbow"            # "cbow" (predict a word from its context's mean) or "skipgram"
+    vector_size: int = 100          # word2vec's and gensim's default
+    window: int = 5                 # max distance of a context word; each position draws its own in [1, window]
+    negative: int = 5               # noise words per pair (word2vec: 5-20 for small corpora, 2-5 for large)
+    sample: float = 1e-3            # subsampling threshold t (gensim's default; 0: off)
+    alpha: float = 0.025            # initial learning rate (gensim's default for both methods)
+    min_alpha: float = 0.0001       # final learning rate, reached linearly at the end of the last epoch
+    epochs: int = 5
+    batch_words: int = 2048         # corpus words per batch (whole sentences): larger is faster, staler (4096:
+                                    # -1 to -2 analogy points on 2M words; 16384 diverges without row_cap)
+    negative_group: int = 16        # consecutive positions sharing one draw of noise words
+    group_negatives: int = 16       # noise words drawn per group, each weighted negative / group_negatives
+    ns_exponent: float = 0.75       # the unigram^0.75 noise distribution
+    row_cap: float = 128.0          # a row updated by n > row_cap pairs in a batch gets its sum x row_cap / n
+                                    # (skipgram diverged at 256 with 4096-word batches)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise EmbeddingsError(f"method: expected one of {METHODS}, got {self.method!r}")
+        for name in ("vector_size", "window", "negative", "epochs", "batch_words", "negative_group",
+                     "group_negatives", "row_cap"):
+            if getattr(self, name) < 1:
+                raise EmbeddingsError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if not 0 < self.min_alpha <= self.alpha:
+            raise EmbeddingsError(f"alpha, min_alpha: expected 0 < min_alpha <= alpha, got {self.alpha}, "
+                                  f"{self.min_alpha}")
+        keep_probabilities(np.ones(1), self.sample)                    # validates sample
+
+
+def batch_bounds(sentence_starts: np.ndarray, n_ids: int, batch_words: int) -> np.ndarray:
+    """Sentence indices where batches start (plus the end): whole sentences, ~`batch_words` words each."""
+    starts = np.asarray(sentence_starts, dtype=np.int64)
+    targets = np.arange(0, n_ids, batch_words, dtype=np.int64)
+    bounds = np.unique(np.searchsorted(starts, targets, side="left"))
+    return np.append(bounds[bounds < len(starts)], len(starts))
+
+
+def dynamic_windows(n: int, window: int, generator: torch.Generator, device="cpu") -> torch.Tensor:
+    """Effective window of each of n positions: window - b with b uniform in [0, window), i.e. uniform in
+    [1, window] (word2vec's reduced window)."""
+    b = torch.randint(0, window, (n,), generator=generator, device=device)
+    return window - b
+
+
+def subsample(words: torch.Tensor, keep: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Which occurrences of `words` to keep: each independently with probability keep[word]."""
+    return torch.rand(len(words), generator=generator, device=words.device) < keep[words]
+
+
+def draw_noise(cumulative: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n word ids drawn from the noise distribution given as its cumulative sum (float64)."""
+    draws = torch.rand(n, generator=generator, device=cumulative.device, dtype=torch.float64)
+    draws.mul_(cumulative[-1])
+    return torch.searchsorted(cumulative, draws, right=True).clamp_(max=len(cumulative) - 1)
+
+
+def _pair_masks(windows: torch.Tensor, sentence: torch.Tensor, offset: int):
+    """For pairs (i, i + offset): whether i + offset is in i's context, and whether i is in i + offset's."""
+    same = sentence[:-offset] == sentence[offset:]
+    return same & (windows[:-offset] >= offset), same & (windows[offset:] >= offset)
+
+
+def _negative_step(inputs: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor, lr: float,
+                   settings: Word2VecSettings, generator: torch.Generator, cumulative: torch.Tensor):
+    """Shared negatives for `inputs` (L, d): gradient to the inputs, noise ids drawn and their gradients."""
+    length, dim = inputs.shape
+    group, per_group = settings.negative_group, settings.group_negatives
+    groups = -(-length // group)
+    pad = groups * group - length
+    if pad:
+        inputs = torch.cat([inputs, inputs.new_zeros(pad, dim)])
+        weights = torch.cat([weights, weights.new_zeros(pad)])
+    ids = draw_noise(cumulative, groups * per_group, generator)
+    rows = noise[ids].view(groups, per_group, dim)
+    grouped = inputs.view(groups, group, dim)
+    scores = torch.bmm(grouped, rows.transpose(1, 2))                       # (groups, group, per_group)
+    coef = torch.sigmoid(scores).mul_(-lr * settings.negative / per_group)
+    coef.mul_(weights.view(groups, group, 1))
+    grad_inputs = torch.bmm(coef, rows).view(-1, dim)[:length]
+    grad_rows = torch.bmm(coef.transpose(1, 2), grouped).view(-1, dim)
+    uses = weights.view(groups, group).sum(1, keepdim=True).mul_(settings.negative / per_group)
+    return grad_inputs, ids, grad_rows, uses.expand(groups, per_group).reshape(-1)
+
+
+def _skipgram_batch(x, y, windows, sentence, lr, settings, generator, cumulative, w_out):
+    """Gradients (to x rows, to y rows) of a batch of kept positions, plus noise ids and their gradients."""
+    grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
+    pairs = torch.zeros(len(x), dtype=x.dtype, device=x.device)            # pairs each x_j is the input of
+    centred = torch.zeros_like(pairs)                                       # pairs each y_i is the output of
+    for offset in range(1, min(settings.window, len(x) - 1) + 1):
+        later_in_ctx, earlier_in_ctx = _pair_masks(windows, sentence, offset)
+        for mask, inp, out in ((later_in_ctx, slice(offset, None), slice(None, -offset)),
+                               (earlier_in_ctx, slice(None, -offset), slice(offset, None))):
+            score = (x[inp] * y[out]).sum(1)
+            g = (1 - torch.sigmoid(score)).mul_(mask).mul_(lr)            # lr * (1 - s(x_j . y_i)) on pairs
+            grad_x[inp].addcmul_(g[:, None], y[out])
+            grad_y[out].addcmul_(g[:, None], x[inp])
+            pairs[inp] += mask
+            centred[out] += mask
+    neg_x, noise_ids, neg_rows, noise_uses = _negative_step(x, w_out, pairs, lr, settings, generator, cumulative)
+    return grad_x.add_(neg_x), pairs, grad_y, centred, noise_ids, neg_rows, noise_uses
+
+
+def _cbow_batch(x, y, windows, sentence, lr, settings, generator, cumulative, w_out):
+    hidden = torch.zeros_like(x)
+    count = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    masks = []
+    for offset in range(1, min(settings.window, len(x) - 1) + 1):
+        later_in_ctx, earlier_in_ctx = _pair_masks(windows, sentence, offset)
+        masks.append((offset, later_in_ctx, earlier_in_ctx))
+        hidden[:-offset].addcmul_(later_in_ctx[:, None], x[offset:])
+        hidden[offset:].addcmul_(earlier_in_ctx[:, None], x[:-offset])
+        count[:-offset] += later_in_ctx
+        count[offset:] += earlier_in_ctx
+    centre = (count > 0).to(x.dtype)
+    hidden.div_(count.clamp(min=1)[:, None])
+    score = (hidden * y).sum(1)
+    g = (1 - torch.sigmoid(score)).mul_(centre).mul_(lr)
+    grad_hidden = y * g[:, None]
+    grad_y = hidden * g[:, None]
+    neg_hidden, noise_ids, neg_rows, noise_uses = _negative_step(hidden, w_out, centre, lr, settings, generator,
+                                                                 cumulative)
+    grad_hidden.add_(neg_hidden)
+    grad_x = torch.zeros_like(x)
+    served = torch.zeros_like(count)                                # centres each x_j is a context of
+    for offset, later_in_ctx, earlier_in_ctx in masks:              # each context word gets the whole gradient
+        grad_x[offset:].addcmul_(later_in_ctx[:, None], grad_hidden[:-offset])
+        grad_x[:-offset].addcmul_(earlier_in_ctx[:, None], grad_hidden[offset:])
+        served[offset:] += later_in_ctx
+        served[:-offset] += earlier_in_ctx
+    return grad_x, served, grad_y, centre, noise_ids, neg_rows, noise_uses
+
+
+def _capped(grads: torch.Tensor, rows: torch.Tensor, uses: torch.Tensor, size: int, cap: float) -> torch.Tensor:
+    """Scale the gradients of rows updated by n > cap pairs in the batch by cap / n: their summed (stale) update
+    is at most cap times their average one. Sequential SGD shrinks each step as the row learns; a sum of n stale
+    steps overshoots and, for frequent words in large batches, diverges."""
+    counts = torch.bincount(rows, weights=uses, minlength=size).to(grads.dtype)
+    scale = (cap / counts.clamp(min=cap))[rows]
+    return grads.mul_(scale[:, None])
+
+
+def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabulary, settings: Word2VecSettings,
+                   device: str | torch.device = "cpu",
+                   progress: Callable[[int, int], None] | None = None) -> WordVectors:
+    """Train CBOW or Skip-gram with negative sampling on the encoded corpus (`vocab.encode`) and return the input
+    vectors in vocabulary order. `progress(words_done, total_words)` is called after every batch."""
+    device = torch.device(device)
+    ids = np.asarray(ids)
+    if not len(ids):
+        raise EmbeddingsError("empty corpus: no in-vocabulary words to train on")
+    if ids.min() < 0 or ids.max() >= len(vocab):
+        raise EmbeddingsError(f"ids: expected word ids in [0, {len(vocab)}), got [{ids.min()}, {ids.max()}]")
+    starts = np.asarray(sentence_starts, dtype=np.int64)
+    if not len(starts) or starts[0] != 0 or (np.diff(starts) <= 0).any() or starts[-1] >= len(ids):
+        raise EmbeddingsError("sentence_starts: expected increasing offsets into ids, the first 0")
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    dim, vocab_size = settings.vector_size, len(vocab)
+    w_in = (torch.rand(vocab_size, dim, generator=generator, device=device) - 0.5) / dim
+    w_out = torch.zeros(vocab_size, dim, device=device)
+    keep = torch.as_tensor(keep_probabilities(vocab.counts, settings.sample), dtype=torch.float32, device=device)
+    cumulative = torch.as_tensor(np.cumsum(noise_distribution(vocab.counts, settings.ns_exponent)), device=device)
+    corpus = torch.as_tensor(ids.astype(np.int64), device=device)
+    lengths = torch.as_tensor(np.diff(np.append(starts, len(ids))), device=device)
+    bounds = batch_bounds(starts, len(ids), settings.batch_words)
+    step = _cbow_batch if settings.method == "cbow" else _skipgram_batch
+    total, done = len(ids) * settings.epochs, 0
+    for _ in range(settings.epochs):
+        for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            begin = int(starts[first])
+            end = int(starts[last]) if last < len(starts) else len(ids)
+            lr = settings.alpha - (settings.alpha - settings.min_alpha) * done / total
+            words = corpus[begin:end]
+            kept = subsample(words, keep, generator)
+            sentence = torch.repeat_interleave(torch.arange(last - first, device=device), lengths[first:last])
+            words, sentence = words[kept], sentence[kept]
+            if len(words) > 1:
+                windows = dynamic_windows(len(words), settings.window, generator, device)
+                grads = step(w_in[words], w_out[words], windows, sentence, lr, settings, generator, cumulative,
+                             w_out)
+                grad_x, x_uses, grad_y, y_uses, noise_ids, neg_rows, noise_uses = grads
+                out_ids = torch.cat([words, noise_ids])
+                w_in.index_add_(0, words, _capped(grad_x, words, x_uses, vocab_size, settings.row_cap))
+                w_out.index_add_(0, out_ids, _capped(torch.cat([grad_y, neg_rows]), out_ids,
+                                                     torch.cat([y_uses, noise_uses]), vocab_size, settings.row_cap))
+            done += end - begin
+            if progress is not None:
+                progress(done, total)
+    if not torch.isfinite(w_in).all():
+        raise EmbeddingsError(f"training diverged (non-finite vectors): lower row_cap ({settings.row_cap}), "
+                              f"batch_words ({settings.batch_words}) or alpha ({settings.alpha})")
+    return WordVectors(vocab.words, w_in.cpu().numpy())
+
+
+def tqdm_progress(desc: str = "word2vec"):
+    """A `progress` callback drawing a tqdm bar in words, with words/s."""
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(done: int, total: int):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="word", unit_scale=True, smoothing=0.1)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update

@@ -1,0 +1,119 @@
+"""word2vec CBOW and Skip-gram with negative sampling (pipeline/embeddings/word2vec.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.embeddings.evaluation import nearest_neighbours
+from pipeline.embeddings.vocab import (EmbeddingsError, Vocabulary, build_vocabulary, encode, keep_probabilities,
+                                       noise_distribution)
+from pipeline.embeddings.word2vec import (Word2VecSettings, batch_bounds, draw_noise, dynamic_windows, subsample,
+                                          train_word2vec)
+
+
+def test_subsampling_keeps_each_word_at_its_formula_rate():
+    counts = np.array([50_000, 5_000, 500, 50, 5], dtype=np.int64)
+    keep = keep_probabilities(counts, 1e-3)                       # t N = 55.555
+    assert keep[:2] == pytest.approx([(np.sqrt(50_000 / 55.555) + 1) * 55.555 / 50_000,
+                                      (np.sqrt(5_000 / 55.555) + 1) * 55.555 / 5_000], rel=1e-4)
+    assert keep[3:].tolist() == [1.0, 1.0]
+    draws = 200_000
+    words = torch.arange(len(counts)).repeat_interleave(draws)
+    kept = subsample(words, torch.as_tensor(keep, dtype=torch.float32), torch.Generator().manual_seed(0))
+    rate = kept.view(len(counts), draws).double().mean(1).numpy()
+    sigma = np.sqrt(keep * (1 - keep) / draws)
+    assert np.all(np.abs(rate - keep) <= 5 * sigma + 1e-12)
+
+
+def test_negatives_follow_the_unigram_three_quarters_distribution():
+    counts = np.array([1000, 400, 90, 30, 7, 1], dtype=np.int64)
+    p = noise_distribution(counts)
+    draws = 300_000
+    ids = draw_noise(torch.as_tensor(np.cumsum(p)), draws, torch.Generator().manual_seed(1))
+    observed = np.bincount(ids.numpy(), minlength=len(counts))
+    expected = p * draws
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    assert chi2 < 20.5                           # chi-square, 5 degrees of freedom: p = 0.001
+    assert observed.sum() == draws
+
+
+def test_dynamic_window_is_uniform_from_one_to_window():
+    windows = dynamic_windows(100_000, 5, torch.Generator().manual_seed(2)).numpy()
+    assert windows.min() == 1 and windows.max() == 5
+    assert np.abs(np.bincount(windows, minlength=6)[1:] / 100_000 - 0.2).max() < 0.01
+
+
+def test_batches_hold_whole_sentences():
+    starts = np.array([0, 3, 10, 11, 30])
+    bounds = batch_bounds(starts, 35, batch_words=10)
+    assert bounds[0] == 0 and bounds[-1] == len(starts) and (np.diff(bounds) > 0).all()
+    assert bounds.tolist() == [0, 2, 4, 5]
+
+
+def planted_corpus(seed=0, sentences=4000):
+    """Topics of 12 context words; in each topic two planted words (zorb/quax, ...) appear in the same contexts,
+    never in the same sentence."""
+    rng = np.random.default_rng(seed)
+    planted = [("zorb", "quax"), ("blin", "frap"), ("mowk", "tesh"), ("gliv", "prun")]
+    topics = [[f"{chr(97 + t)}{chr(97 + i)}{chr(97 + i)}" for i in range(12)] for t in range(len(planted))]
+    lines = []
+    for _ in range(sentences):
+        t = rng.integers(len(planted))
+        words = list(rng.choice(topics[t], size=8))
+        words.insert(rng.integers(9), planted[t][rng.integers(2)])
+        lines.append(" ".join(words))
+    return lines, planted
+
+
+@pytest.mark.parametrize("method", ["cbow", "skipgram"])
+def test_planted_synonyms_are_nearest_neighbours(method):
+    lines, planted = planted_corpus()
+    vocab = build_vocabulary(lines, min_count=1)
+    ids, starts = encode(lines, vocab)
+    settings = Word2VecSettings(method=method, vector_size=24, epochs=10, sample=0, batch_words=2048, seed=3,
+                                row_cap=64)                      # 56 words: each batch meets every word often
+    vectors = train_word2vec(ids, starts, vocab, settings)
+    assert vectors.words == vocab.words and vectors.matrix.shape == (len(vocab), 24)
+    near = nearest_neighbours(vectors, [w for pair in planted for w in pair], k=1)
+    for a, b in planted:
+        assert near[a][0][0] == b and near[b][0][0] == a, (a, near[a], b, near[b])
+
+
+def test_training_is_deterministic_for_a_seed_and_reports_progress():
+    lines, _ = planted_corpus(sentences=300)
+    vocab = build_vocabulary(lines, min_count=1)
+    ids, starts = encode(lines, vocab)
+    seen = []
+    settings = Word2VecSettings(method="skipgram", vector_size=8, epochs=2, batch_words=500)
+    first = train_word2vec(ids, starts, vocab, settings, progress=lambda done, total: seen.append((done, total)))
+    second = train_word2vec(ids, starts, vocab, settings)
+    assert np.array_equal(first.matrix, second.matrix)
+    assert seen[-1] == (2 * len(ids), 2 * len(ids)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    other = train_word2vec(ids, starts, vocab, Word2VecSettings(method="skipgram", vector_size=8, epochs=2,
+                                                                batch_words=500, seed=1))
+    assert not np.array_equal(first.matrix, other.matrix)
+
+
+def test_divergence_is_an_error():
+    lines, _ = planted_corpus(sentences=400)
+    vocab = build_vocabulary(lines, min_count=1)
+    ids, starts = encode(lines, vocab)
+    with pytest.raises(EmbeddingsError, match="diverged"):
+        train_word2vec(ids, starts, vocab, Word2VecSettings(method="skipgram", alpha=1e38, min_alpha=1e38,
+                                                                  batch_words=100_000, row_cap=1e9))
+
+
+def test_errors():
+    with pytest.raises(EmbeddingsError, match="window: expected >= 1"):
+        Word2VecSettings(window=0)
+    with pytest.raises(EmbeddingsError, match="method"):
+        Word2VecSettings(method="glove")
+    with pytest.raises(EmbeddingsError, match="min_alpha"):
+        Word2VecSettings(alpha=0.01, min_alpha=0.1)
+    vocab = Vocabulary(["a", "b"], [2, 1])
+    with pytest.raises(EmbeddingsError, match="empty corpus"):
+        train_word2vec(np.zeros(0, np.int32), np.zeros(0, np.int64), vocab, Word2VecSettings())
+    with pytest.raises(EmbeddingsError, match="ids"):
+        train_word2vec(np.array([0, 2], np.int32), np.array([0]), vocab, Word2VecSettings())
+    with pytest.raises(EmbeddingsError, match="sentence_starts"):
+        train_word2vec(np.array([0, 1], np.int32), np.array([1]), vocab, Word2VecSettings())
