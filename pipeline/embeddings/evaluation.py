@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from pipeline.embeddings.vectors import VectorsError, WordVectors
+from pipeline.embeddings.vectors import VectorsError, WordVectors, is_float
 
 SCORES_PER_BATCH = 1 << 25   # analogy scores held at once (questions x vocabulary): 128 MiB of float32
 
@@ -90,14 +90,6 @@ def read_analogies(path: str | Path) -> list[Analogy]:
     return questions
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def read_similarity(path: str | Path) -> list[WordPair]:
     """The scored word pairs of a wordsim353.tsv- or simlex999.txt-format file, in file order."""
     path = Path(path)
@@ -109,12 +101,12 @@ def read_similarity(path: str | Path) -> list[WordPair]:
         if column is None:                                       # the first row: a header, or data
             named = [i for i, f in enumerate(fields) if f.lower() == "simlex999"]
             column = named[0] if named else 2
-            if named or (len(fields) >= 3 and not _is_number(fields[2])):
+            if named or (len(fields) >= 3 and not is_float(fields[2])):
                 continue
         if len(fields) <= max(column, 2) or not fields[0] or not fields[1]:
             raise VectorsError(f"{path}: line {number}: expected 'word1 word2 score' (tab-separated), "
                                f"got {len(fields)} fields")
-        if not _is_number(fields[column]):
+        if not is_float(fields[column]):
             raise VectorsError(f"{path}: line {number}: score {fields[column]!r} is not a number")
         pairs.append(WordPair(fields[0], fields[1], float(fields[column])))
     if not pairs:

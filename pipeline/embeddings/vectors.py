@@ -140,7 +140,7 @@ def _read_text(path: Path, data: bytes, start: int, count: int, dim: int) -> tup
         try:
             matrix[row] = np.array(parts[1:], dtype=np.float32)
         except ValueError:
-            bad = next(v for v in parts[1:] if not _is_float(v))
+            bad = next(v for v in parts[1:] if not is_float(v))
             raise VectorsError(f"{where}: word {parts[0]!r}: value {_shown(bad)} is not a number") from None
         words.append(parts[0])
     if len(lines) < count:
@@ -152,7 +152,8 @@ def _read_text(path: Path, data: bytes, start: int, count: int, dim: int) -> tup
     return words, matrix
 
 
-def _is_float(text: str) -> bool:
+def is_float(text: str) -> bool:
+    """`text` parses as a float (a vector component, a similarity score)."""
     try:
         float(text)
         return True
