@@ -59,14 +59,14 @@ def scores(vectors) -> dict:
             "syntactic": analogy["syntactic_accuracy"], "ws353": ws353["spearman"]}
 
 
-def train_ours(path: Path, method: str) -> tuple[object, float]:
+def train_ours(path: Path, method: str, overrides: dict) -> tuple[object, float]:
     from pipeline.embeddings.vocab import build_vocabulary, encode
     from pipeline.embeddings.word2vec import Word2VecSettings, train_word2vec
 
     lines = lambda: open(path)  # noqa: E731
     vocab = build_vocabulary(lines(), SETTINGS["min_count"])
     ids, starts = encode(lines(), vocab)
-    settings = Word2VecSettings(method=method, **{k: v for k, v in SETTINGS.items() if k != "min_count"})
+    settings = Word2VecSettings(method=method, **{k: v for k, v in SETTINGS.items() if k != "min_count"}, **overrides)
     start = time.perf_counter()
     vectors = train_word2vec(ids, starts, vocab, settings)
     return vectors, time.perf_counter() - start
@@ -87,14 +87,15 @@ def train_gensim(path: Path, method: str, threads: int) -> tuple[object, float]:
     return WordVectors(list(model.wv.index_to_key), model.wv.vectors.copy()), time.perf_counter() - start
 
 
-def child(side: str, method: str, path: Path, words: int, threads: int) -> None:
+def child(side: str, method: str, path: Path, words: int, threads: int, overrides: dict) -> None:
     """One side, one method, in this process: prints one JSON line."""
     import torch
 
     torch.set_num_threads(threads)
     began = time.perf_counter()
-    vectors, seconds = train_ours(path, method) if side == "ours" else train_gensim(path, method, threads)
-    result = {"side": side, "method": method, "train_seconds": seconds,
+    vectors, seconds = train_ours(path, method, overrides) if side == "ours" else train_gensim(path, method, threads)
+    label = side + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if side == "ours" and overrides else "")
+    result = {"side": side, "label": label, "method": method, "train_seconds": seconds,
               "words_per_second": words * SETTINGS["epochs"] / seconds, "vocabulary": len(vectors.words),
               **scores(vectors), "wall_seconds": time.perf_counter() - began,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -107,11 +108,14 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=0, help="use the first N words (0: the whole corpus)")
     parser.add_argument("--methods", nargs="+", default=["cbow", "skipgram"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sides", nargs="+", default=["gensim", "ours"])
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a Word2VecSettings field for our side (e.g. batch_words=4096); labelled in the table")
     parser.add_argument("--child", nargs=4, metavar=("SIDE", "METHOD", "FILE", "WORDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         side, method, path, words = args.child
-        return child(side, method, Path(path), int(words), args.threads)
+        return child(side, method, Path(path), int(words), args.threads, overrides(args.set))
     if not args.corpus.is_file():
         sys.exit(f"error: no corpus at {args.corpus} (../shared/data/gutenberg_large: see its README)")
     with tempfile.TemporaryDirectory() as scratch:
@@ -120,22 +124,38 @@ def main() -> None:
         print(f"corpus: {words:,} words ({args.corpus.name}), {args.threads} threads each side; settings {SETTINGS}")
         rows = []
         for method in args.methods:
-            for side in ("gensim", "ours"):
+            for side in args.sides:
                 env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-                out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", side, method,
-                                      str(path), str(words)], capture_output=True, text=True, env=env, check=True)
+                sets = [f"--set={item}" for item in args.set]
+                out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), *sets, "--child", side,
+                                      method, str(path), str(words)], capture_output=True, text=True, env=env, check=True)
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(f"  {side} {method}: {rows[-1]['train_seconds']:.1f} s", flush=True)
     table(rows)
+
+
+def overrides(items: list[str]) -> dict:
+    """`field=value` strings as Word2VecSettings keyword arguments (int, float or str)."""
+    parsed = {}
+    for item in items:
+        name, value = item.split("=", 1)
+        for kind in (int, float, str):
+            try:
+                parsed[name] = kind(value)
+                break
+            except ValueError:
+                continue
+    return parsed
 
 
 def table(rows: list[dict]) -> None:
     print("| method | side | train s | words/s | vs gensim | peak RSS MB | analogy top-30k | semantic | syntactic | WS353 |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
-        peer = next(r for r in rows if r["method"] == row["method"] and r["side"] == "gensim")
-        print(f"| {row['method']} | {row['side']} | {row['train_seconds']:.1f} | {row['words_per_second'] / 1e6:.2f}M | "
-              f"{row['words_per_second'] / peer['words_per_second']:.2f}x | {row['peak_rss_mb']:.0f} | "
+        peer = next((r for r in rows if r["method"] == row["method"] and r["side"] == "gensim"), None)
+        ratio = f"{row['words_per_second'] / peer['words_per_second']:.2f}x" if peer else "-"
+        print(f"| {row['method']} | {row['label']} | {row['train_seconds']:.1f} | {row['words_per_second'] / 1e6:.2f}M | "
+              f"{ratio} | {row['peak_rss_mb']:.0f} | "
               f"{row['analogy']:.3f} | {row['semantic']:.3f} | {row['syntactic']:.3f} | {row['ws353']:.3f} |")
 
 
