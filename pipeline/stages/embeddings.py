@@ -12,7 +12,8 @@ contexts never cross rows. One vocabulary (`min_count`) serves every method. Out
     <run>/embeddings/<method>/metrics.json  training time, words/s, and the evaluation below
 
 Evaluation (`pipeline.embeddings.evaluation`, the same code as `pipeline eval VECTORS_FILE`): 3CosAdd analogy
-accuracy among the top `restrict_vocab` words on the world's own analogies (`data/analogies`) and on each of
+accuracy among the top `restrict_vocab` words (beside its floor `chance`, 1 / (those words - 3): a uniform guess
+among the candidates) on the world's own analogies (`data/analogies`) and on each of
 `analogy_files`; Spearman of cosine similarities against each of `similarity_files`; nearest neighbours of a
 few frequent words. A file named `gensim:NAME` is gensim's test data file NAME (questions-words.txt,
 wordsim353.tsv, simlex999.txt), which needs gensim installed (the peer, not a dependency).
@@ -195,7 +196,10 @@ def evaluate(path: Path, analogies: list[Path], similarities: list[Path], restri
     result = {"analogy": {}, "similarity": {}}
     for file in analogies:
         name = "world" if file.parent.name == "analogies" and file.parents[1].name == "data" else file.name
-        result["analogy"][name] = words.analogy_accuracy(vectors, words.read_analogies(file), restrict_vocab)
+        scored = words.analogy_accuracy(vectors, words.read_analogies(file), restrict_vocab)
+        # the floor: a uniform guess among the candidates (the vocabulary less the question's three words)
+        scored["chance"] = 1 / max(scored["restrict_vocab"] - 3, 1)
+        result["analogy"][name] = scored
     for file in similarities:
         result["similarity"][file.name] = words.similarity_spearman(vectors, words.read_similarity(file))
     result["neighbours"] = words.nearest_neighbours(vectors, vectors.words[:5], k=5)

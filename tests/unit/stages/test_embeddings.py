@@ -41,6 +41,7 @@ def test_stage_numbers_are_pipeline_evals(trained, capsys):
         own = json.loads((trained / "embeddings" / method / "metrics.json").read_text())
         assert own["words_per_second"] > 0 and own["analogy"]["world"]["answered"] > 0
         assert metrics[f"{method}_analogy"] == own["analogy"]["world"]["accuracy"]
+        assert own["analogy"]["world"]["chance"] == 1 / (min(metrics["vocabulary"], 30000) - 3)
         capsys.readouterr()
         assert main(["eval", str(trained / "embeddings" / method / "vectors.bin"), "--suite", "analogy", "--json"]) == 0
         evaluated = json.loads(capsys.readouterr().out)["suites"]["analogy"]
