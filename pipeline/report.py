@@ -16,21 +16,19 @@ What the page holds, each part only when the run has the data behind it:
     regression  the stage's own `fits.png` and `results.md`
     embeddings  numeric metrics of each `<run>/embeddings/<method>/metrics.json`, one column per method
 
-Plots are PNGs in `<run>/report/`, linked relatively; a plot whose data is missing is neither drawn nor linked,
+Plots (drawn by `pipeline.report_plots`) are PNGs in `<run>/report/`, linked relatively; a plot whose data is missing is neither drawn nor linked,
 and PNGs of an earlier report that this one no longer draws are removed. Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 from pathlib import Path
-from typing import Callable
 
 from pipeline import registry
 from pipeline.artifacts import RunDir, atomic_write
 from pipeline.errors import PipelineError
+from pipeline.report_plots import Plots, finite_number, history_points, pyplot, ppo_figure
 
 REPORT_FILE = "report.md"
 PLOTS_FOLDER = "report"
@@ -111,15 +109,8 @@ def _read_config(run: RunDir) -> dict:
 
 # ---------------------------------------------------------------- formatting
 
-def _number(value) -> float | None:
-    """A finite float, or None for anything else (missing, bool, NaN, text)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def fmt(value, digits: int = 3, sign: bool = False) -> str:
-    number = _number(value)
+    number = finite_number(value)
     if number is None:
         return DASH
     return f"{number:+.{digits}f}" if sign else f"{number:.{digits}f}"
@@ -143,88 +134,6 @@ def table(header: list[str], rows: list[list[str]], align: str = "") -> str:
 
 def image(title: str, link: str | None) -> str:
     return f"![{title}]({link})" if link else ""
-
-
-# ---------------------------------------------------------------- plots
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _integer_steps(ax) -> None:
-    """Whole-number ticks on the step axis (a one-step run would otherwise show 9.6 .. 10.4), and a light grid."""
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-
-
-def _points(history) -> list[tuple[float, float]]:
-    """[(step, value)] from [[step, value], ...], dropping malformed or non-finite entries."""
-    points = []
-    for entry in history if isinstance(history, list) else []:
-        if isinstance(entry, (list, tuple)) and len(entry) == 2:
-            step, value = _number(entry[0]), _number(entry[1])
-            if step is not None and value is not None:
-                points.append((step, value))
-    return points
-
-
-class Plots:
-    """The report's PNGs in one folder: each saved atomically, remembered, linked relative to the run folder."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.written: set[str] = set()
-
-    def save(self, name: str, draw: Callable[[Path], None]) -> str:
-        """`draw(tmp_path)` writes the PNG; it is moved to `<folder>/<name>.png`. Returns the relative link."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{name}.png"
-        tmp = path.with_name(f".{name}.tmp-{os.getpid()}.png")
-        try:
-            draw(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.written.add(path.name)
-        return f"{self.folder.name}/{path.name}"
-
-    def figure(self, name: str, fig) -> str:
-        plt = _pyplot()
-        try:
-            return self.save(name, lambda tmp: fig.savefig(tmp, dpi=110))
-        finally:
-            plt.close(fig)
-
-    def curves(self, name: str, title: str, ylabel: str, series: dict[str, list],
-               xlabel: str = "optimizer step") -> str | None:
-        """Line plot of named [[step, value], ...] series (a one-point series is a marker); None when all are empty."""
-        series = {label: _points(history) for label, history in series.items()}
-        if not any(series.values()):
-            return None
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        for label, points in series.items():
-            if points:
-                steps, values = zip(*points)
-                ax.plot(steps, values, marker="o" if len(points) <= 12 else None, label=label)
-        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-        _integer_steps(ax)
-        ax.legend()
-        fig.tight_layout()
-        return self.figure(name, fig)
-
-    def remove_stale(self) -> None:
-        """Delete PNGs of an earlier report that this report did not draw."""
-        for path in self.folder.glob("*.png") if self.folder.is_dir() else ():
-            if path.name not in self.written:
-                path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- stage table
@@ -255,7 +164,7 @@ def base_reward_score(run: RunDir) -> float | None:
     (`<run>/eval/pretrain.json`, suite reward_score: the ppo stage's measure applied to the pretrained model)."""
     path = run.root / "eval" / "pretrain.json"
     try:
-        return _number(json.loads(path.read_text())["suites"]["reward_score"]["score_mean"])
+        return finite_number(json.loads(path.read_text())["suites"]["reward_score"]["score_mean"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -264,7 +173,7 @@ def ladder_section(stages: dict[str, dict], config: dict, base_score: float | No
     """base -> SFT -> PPO on the same held-out questions and prompts, with the floors; needs the sft stage.
     `base_score`: the base model's RM score from `pipeline eval` (`base_reward_score`), when measured."""
     sft, ppo = stages.get("sft"), stages.get("ppo")
-    if not sft or _number(sft.get("exact_match")) is None:
+    if not sft or finite_number(sft.get("exact_match")) is None:
         return ""
     base_rm = fmt(base_score) if base_score is not None else DASH
     rows = [["base (pretrain)", fmt(sft.get("exact_match_base")), fmt(sft.get("contains_answer_base")), base_rm, DASH, DASH],
@@ -274,7 +183,7 @@ def ladder_section(stages: dict[str, dict], config: dict, base_score: float | No
         rows.append(ppo_ladder_row(ppo))
     floors = sft.get("floors") if isinstance(sft.get("floors"), dict) else {}
     for name, label in (("majority", "floor: majority answer per category"), ("echo", "floor: echo the question")):
-        if _number(sft.get(f"floor_{name}")) is not None:
+        if finite_number(sft.get(f"floor_{name}")) is not None:
             loose = (floors.get(name) or {}).get("contains_answer")
             rows.append([label, fmt(sft[f"floor_{name}"]), fmt(loose), DASH, DASH, DASH])
     header = ["model", "strict exact match", "contains answer", "RM score", "KL to SFT (nats/response)", "reward hacking"]
@@ -288,10 +197,10 @@ def ladder_section(stages: dict[str, dict], config: dict, base_score: float | No
 def ppo_ladder_row(ppo: dict) -> list[str]:
     change, gain = ppo.get("exact_match_change"), ppo.get("score_gain")
     exact = fmt(ppo.get("exact_match_after"))
-    if _number(change) is not None:
+    if finite_number(change) is not None:
         exact += f" (change {fmt(change, sign=True)}, {fmt_interval(ppo.get('exact_match_change_ci95'))})"
     score = fmt(ppo.get("score_mean_after"))
-    if _number(gain) is not None:
+    if finite_number(gain) is not None:
         score += f" (gain {fmt(gain, sign=True)}, {fmt_interval(ppo.get('score_gain_ci95'))})"
     hacking = {True: "YES", False: "no"}.get(ppo.get("reward_hacking"), DASH)
     return ["PPO", exact, fmt(ppo.get("contains_answer_after")), score, fmt(ppo.get("kl_after")), hacking]
@@ -313,7 +222,7 @@ def ladder_caption(sft: dict, ppo: dict | None, config: dict) -> str:
              " the base model; KL: exact KL to the SFT policy summed over each response's tokens, mean over those"
              " prompts; the PPO row's changes are paired differences from SFT with 95% intervals; reward hacking:"
              " RM score up and strict exact match down, both beyond their intervals.")
-    before = _number(ppo.get("exact_match_before"))
+    before = finite_number(ppo.get("exact_match_before"))
     if before is not None and abs(before - float(sft["exact_match"])) > 1e-9:
         text += (f" The ppo stage scored the SFT policy at {fmt(before)} strict exact match (its change is measured"
                  " from that), not the sft stage's figure: their evaluation settings differ.")
@@ -325,7 +234,7 @@ def ladder_caption(sft: dict, ppo: dict | None, config: dict) -> str:
 def pretrain_section(metrics: dict | None, plots: Plots) -> str:
     if not metrics:
         return ""
-    bpb = f" (final validation {fmt(metrics.get('val_bpb'))} bits/byte)" if _number(metrics.get("val_bpb")) is not None else ""
+    bpb = f" (final validation {fmt(metrics.get('val_bpb'))} bits/byte)" if finite_number(metrics.get("val_bpb")) is not None else ""
     loss = plots.curves("pretrain_loss", "pretrain: next-token loss" + bpb, "loss (nats/token)",
                         {"training loss": metrics.get("loss_history"), "validation loss": metrics.get("eval_history")})
     grad = plots.curves("pretrain_grad_norm", "pretrain: gradient norm before clipping", "L2 norm",
@@ -334,7 +243,7 @@ def pretrain_section(metrics: dict | None, plots: Plots) -> str:
     facts = [f"{label} {fmt(metrics.get(key), digits)}" for key, label, digits in
              (("eval_loss", "validation loss (nats/token)", 4), ("val_bpb", "validation bits/byte", 4),
               ("tokens_per_second", "training tokens/s", 0), ("params", "parameters", 0))
-             if _number(metrics.get(key)) is not None]
+             if finite_number(metrics.get(key)) is not None]
     if facts:
         body.append("Final: " + ", ".join(facts) + ". Losses are mean cross-entropy per predicted token of the "
                     "training and validation streams.")
@@ -345,8 +254,8 @@ def sft_section(metrics: dict | None, plots: Plots) -> str:
     if not metrics:
         return ""
     series = {"training loss": metrics.get("loss_history")}
-    last_step = (_points(metrics.get("loss_history")) or [(None, None)])[-1][0]
-    if last_step is not None and _number(metrics.get("eval_loss")) is not None:
+    last_step = (history_points(metrics.get("loss_history")) or [(None, None)])[-1][0]
+    if last_step is not None and finite_number(metrics.get("eval_loss")) is not None:
         series["validation loss (end)"] = [[last_step, metrics["eval_loss"]]]
     loss = plots.curves("sft_loss", "sft: loss on assistant tokens", "loss (nats/token)", series)
     categories = by_category_plot(metrics, plots)
@@ -361,12 +270,12 @@ def by_category_plot(metrics: dict, plots: Plots) -> str | None:
     if not isinstance(sft, dict) or not sft:
         return None
     names = sorted(sft)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2), 3.8))
     width = 0.4
     models = [("base (pretrain)", base), ("SFT", sft)] if isinstance(base, dict) else [("SFT", sft)]
     for i, (label, scores) in enumerate(models):
-        values = [_number((scores.get(n) or {}).get("exact_match")) or 0.0 for n in names]
+        values = [finite_number((scores.get(n) or {}).get("exact_match")) or 0.0 for n in names]
         ax.bar([x + (i - (len(models) - 1) / 2) * width for x in range(len(names))], values, width, label=label)
     labels = [f"{n} (n={(sft[n] or {}).get('rows', '?')})" for n in names]
     ax.set_xticks(range(len(names)), labels, rotation=30, ha="right")
@@ -404,7 +313,7 @@ def ppo_section(metrics: dict | None, plots: Plots) -> str:
     if not metrics:
         return ""
     history = [h for h in metrics.get("history") or [] if isinstance(h, dict)]
-    panels = [p for p in PPO_PANELS if any(_number(h.get(p[0])) is not None for h in history)]
+    panels = [p for p in PPO_PANELS if any(finite_number(h.get(p[0])) is not None for h in history)]
     body = []
     if panels:
         body.append(image("ppo training", plots.figure("ppo_training", ppo_figure(history, panels))))
@@ -416,29 +325,6 @@ def ppo_section(metrics: dict | None, plots: Plots) -> str:
         body.append(table(["held-out prompt", "SFT reply", "PPO reply"], rows) + "\n\nGreedy replies of the SFT "
                     "and the PPO policy to the first held-out prompts.")
     return _section("PPO", body)
-
-
-def ppo_figure(history: list[dict], panels: tuple):
-    plt = _pyplot()
-    columns = min(3, len(panels))
-    rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-    for ax, (key, title, ylabel) in zip(axes.flat, panels):
-        for series_key, label in ((key, key.replace("_", " ")), ("shaped_score", "shaped score")):
-            if series_key == "shaped_score" and key != "score":
-                continue
-            points = _points([[h.get("step", i + 1), h.get(series_key)] for i, h in enumerate(history)])
-            if points:
-                ax.plot(*zip(*points), marker="o" if len(points) <= 12 else None, label=label)
-        ax.set(title=title, xlabel="PPO update", ylabel=ylabel)
-        _integer_steps(ax)
-        if key == "score":
-            ax.legend()
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle("ppo: training per update")
-    fig.tight_layout()
-    return fig
 
 
 # ---------------------------------------------------------------- regression, embeddings
@@ -467,7 +353,7 @@ def embeddings_section(run: RunDir) -> str:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise PipelineError(f"{path}: not valid JSON") from None
         if isinstance(metrics, dict):
-            methods[path.parent.name] = {k: v for k, v in metrics.items() if _number(v) is not None}
+            methods[path.parent.name] = {k: v for k, v in metrics.items() if finite_number(v) is not None}
     keys = sorted({key for metrics in methods.values() for key in metrics})
     if not keys:
         return ""
@@ -477,7 +363,7 @@ def embeddings_section(run: RunDir) -> str:
 
 
 def _fmt_any(value) -> str:
-    number = _number(value)
+    number = finite_number(value)
     if number is None:
         return DASH
     return str(int(number)) if number.is_integer() and abs(number) < 1e15 else f"{number:.4g}"
