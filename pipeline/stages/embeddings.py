@@ -18,6 +18,15 @@ among the candidates) on the world's own analogies (`data/analogies`) and on eac
 few frequent words. A file named `gensim:NAME` is gensim's test data file NAME (questions-words.txt,
 wordsim353.tsv, simlex999.txt), which needs gensim installed (the peer, not a dependency).
 
+Numbers (per method in its metrics.json; `<method>_<key>` in the stage's):
+    words              in-vocabulary corpus words (after min_count, before subsampling)
+    seconds            the method's wall time: training, and for GloVe counting + training (not evaluation)
+    words_per_second   word2vec: words x epochs / seconds; GloVe: words / seconds (one pass of counting)
+    counting_tokens_per_second   GloVe: words / counting seconds
+    analogy.<set>      `analogy_accuracy`: correct / answered (skipped = questions with a word outside the top
+                       `restrict_vocab`), with `chance` = 1 / (restrict_vocab used - 3): a uniform guess
+    similarity.<file>  Spearman (average ranks for ties) of cosines against the human scores, pairs in vocabulary
+
 On several processes the main process trains and writes; the others wait (the methods are not distributed yet).
 """
 
