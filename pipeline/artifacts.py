@@ -1,8 +1,10 @@
 """The run folder: the only code that knows paths, markers and manifests.
 
     runs/<name>/
-      config.yaml            resolved recipe (a valid recipe itself)
-      env.json               versions, git revision, accelerate state
+      config.yaml            resolved recipe (a valid recipe itself), rewritten when a stage completes
+      env.json               versions, git revision, accelerate state of the command that completed a stage last
+      .lock                  pid and host of the command writing the folder now (pipeline.run_lock)
+      .<stage>.previous/     a finished stage being rerun, kept until the new attempt completes
       <stage>/               one folder per stage, written only by that stage
         final/               model stages: save_pretrained model + tokenizer
         metrics.json         the stage's metrics
@@ -68,6 +70,11 @@ class RunDir:
     def env_path(self) -> Path:
         return self.root / "env.json"
 
+    @property
+    def lock_path(self) -> Path:
+        """Held by the command writing this folder (`pipeline.run_lock`)."""
+        return self.root / ".lock"
+
     def stage_dir(self, stage: str) -> Path:
         path = self.root / stage
         path.mkdir(parents=True, exist_ok=True)
@@ -121,17 +128,39 @@ class RunDir:
         """Start (or resume) a stage; returns True when it resumes an interrupted attempt.
 
         The marker goes first: from here until `complete`, the stage counts as not done. An interrupted attempt
-        with the same fingerprint and upstream keeps its folder (checkpoints to resume from); anything else
-        (a finished stage run again, a changed config or upstream) starts from an empty folder.
+        with the same fingerprint and upstream keeps its folder (checkpoints to resume from). A finished stage run
+        again (changed config or upstream, or --force) is set aside as `.<stage>.previous/` until the new attempt
+        completes, so that an attempt that fails before saving anything can put it back (`restore_previous`);
+        an unfinished attempt that cannot be resumed is removed.
         """
         path = self.root / stage
         started = {"fingerprint": fingerprint, "upstream": self.upstream_ids(needs)}
         resumable = path.is_dir() and self.marker(stage) is None and _read_json(path / STARTED) == started
         if not resumable and path.exists():
-            shutil.rmtree(path)
+            if self.marker(stage) is not None:
+                previous = self.previous_dir(stage)
+                if previous.exists():
+                    shutil.rmtree(previous)
+                os.replace(path, previous)
+            else:
+                shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         write_json(path / STARTED, started)
         return resumable
+
+    def previous_dir(self, stage: str) -> Path:
+        return self.root / f".{stage}.previous"
+
+    def restore_previous(self, stage: str) -> bool:
+        """After a failed attempt: if it saved nothing to resume from (no checkpoint, no final model), put the
+        finished folder it replaced back in place. Returns True when it did."""
+        path, previous = self.root / stage, self.previous_dir(stage)
+        if not previous.is_dir() or (path / "final").exists() or any(path.glob("checkpoint-*")):
+            return False
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(previous, path)
+        return True
 
     def complete(self, stage: str, fingerprint: str, needs: tuple[str, ...], metrics: dict) -> None:
         write_json(self.root / stage / "metrics.json", metrics)
@@ -142,6 +171,8 @@ class RunDir:
             "upstream": self.upstream_ids(needs),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+        if self.previous_dir(stage).exists():
+            shutil.rmtree(self.previous_dir(stage))
 
 
 def _read_json(path: Path) -> dict | None:

@@ -9,7 +9,8 @@
     pipeline report RUN                                           (pipeline.report)
     pipeline push RUN_OR_FOLDER --repo-id NAMESPACE/NAME          (pipeline.hub)
 
-User errors (bad recipe, missing data) print one line on stderr and exit with status 2.
+User errors (bad recipe, missing data) print one line on stderr and exit with status 2. Ctrl-C during a
+training stage saves a checkpoint first (pipeline.interrupts), then prints one line and exits with status 130.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from pipeline import config as config_lib
 from pipeline import registry
 from pipeline.errors import PipelineError
-from pipeline.runner import add_stage_options, run_stages, stage_command
+from pipeline.runner import add_stage_options, exit_status, run_stages, stage_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,16 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        if args.command in TOOLS:
-            return importlib.import_module(TOOLS[args.command][0]).run_command(args)
-        return COMMANDS[args.command](args)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the stage that was running has no _SUCCESS marker and reruns next time", file=sys.stderr)
-        return 130
+    if args.command in TOOLS:
+        return exit_status(importlib.import_module(TOOLS[args.command][0]).run_command, args)
+    return exit_status(COMMANDS[args.command], args)
 
 
 def cmd_run(args) -> int:

@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,20 +32,66 @@ from pipeline import registry
 from pipeline.artifacts import RunDir, atomic_write, write_json
 from pipeline.console import stage_output
 from pipeline.errors import PipelineError
+from pipeline.interrupts import StageInterrupted, graceful_interrupts
+from pipeline.run_lock import RunLock
 
 console = Console(stderr=True)
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "trl", "peft", "tokenizers", "huggingface_hub", "evaluate")
 
 
 def open_run(recipe: config_lib.Recipe, state: PartialState) -> RunDir:
-    """Create the run folder with its resolved config.yaml and env.json (main process only writes)."""
+    """The run folder, created with its resolved config.yaml if new (main process only writes). An existing
+    folder's config.yaml and env.json are rewritten only when a stage completes (`record_run`), so a command
+    that fails leaves them as they were."""
     run = RunDir(recipe.run.folder, seed=recipe.run.seed, report_to=recipe.run.report_to)
-    if state.is_main_process:
+    if state.is_main_process and not run.config_path.is_file():
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write(run.config_path, config_lib.dump_yaml(recipe))
-        write_json(run.env_path, environment(state))
     state.wait_for_everyone()
     return run
+
+
+def record_run(recipe: config_lib.Recipe, run: RunDir, state: PartialState) -> None:
+    """config.yaml and env.json of the command whose stage just completed (main process)."""
+    atomic_write(run.config_path, config_lib.dump_yaml(recipe))
+    write_json(run.env_path, environment(state))
+
+
+@contextmanager
+def locked(folder: Path, state: PartialState):
+    """Hold `<run>/.lock` for this command (main process); every rank raises the main one's refusal."""
+    lock = RunLock(Path(folder) / ".lock", command=" ".join(sys.argv))
+    refusal = None
+    if state.is_main_process:
+        try:
+            lock.acquire()
+        except PipelineError as e:
+            refusal = str(e)
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal:
+        raise PipelineError(refusal)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def stage_needs(recipe: config_lib.Recipe, name: str) -> tuple[str, ...]:
+    """The stages whose outputs `name` reads under this recipe (`needs(cfg)`, else every possible one, NEEDS)."""
+    mod = registry.module(name)
+    return tuple(mod.needs(recipe.sections[name]) if hasattr(mod, "needs") else mod.NEEDS)
+
+
+def check_upstream(run: RunDir, recipe: config_lib.Recipe, stages: list[str]) -> None:
+    """Before anything is written: every stage's inputs are finished already or come earlier in `stages`."""
+    for position, name in enumerate(stages):
+        needs = stage_needs(recipe, name)
+        missing = [need for need in needs if need not in stages[:position] and run.marker(need) is None]
+        if missing:
+            raise PipelineError(f"{run.root}: stage {name!r} needs {', '.join(missing)}: run {' and '.join(missing)} first")
 
 
 def distributed_state() -> PartialState:
@@ -68,10 +115,12 @@ def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False
     library output goes to `<run>/<stage>/log.txt` behind one progress line, unless `verbose`."""
     state = distributed_state()
     _setup_logging(state)
-    run = open_run(recipe, state)
-    results = {}
-    for name in stages:
-        results[name] = run_stage(recipe, name, run, force=force, verbose=verbose)
+    with locked(recipe.run.folder, state):
+        check_upstream(RunDir(recipe.run.folder), recipe, stages)
+        run = open_run(recipe, state)
+        results = {}
+        for name in stages:
+            results[name] = run_stage(recipe, name, run, force=force, verbose=verbose)
     if state.is_main_process:
         console.print(summary_table(results))
     return results
@@ -81,14 +130,12 @@ def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = F
     state = distributed_state()
     mod = registry.module(name)
     fingerprint = recipe.fingerprint(name)
-    needs = mod.needs(recipe.sections[name]) if hasattr(mod, "needs") else mod.NEEDS  # NEEDS: every possible one
+    needs = stage_needs(recipe, name)
     if not force and run.up_to_date(name, fingerprint, needs):
         if state.is_main_process:
             console.print(f"[dim]- {name}: up to date, skipped (--force reruns it)[/dim]")
         return run.metrics(name)
-    missing = [need for need in needs if run.marker(need) is None]
-    if missing:
-        raise PipelineError(f"{run.root}: stage {name!r} needs {', '.join(missing)}: run {' and '.join(missing)} first")
+    check_upstream(run, recipe, [name])
     if state.is_main_process:
         resumed = run.begin(name, fingerprint, needs)
         console.rule(f"[bold]{name}" + (" (resuming)" if resumed else ""))
@@ -97,13 +144,20 @@ def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = F
         print(f"rank {state.process_index}/{state.num_processes}: {name}", file=sys.stderr, flush=True)
     set_seed(recipe.run.seed)
     start = time.perf_counter()
-    with stage_output(name, run.root / name / "log.txt", verbose, state.is_main_process):
-        metrics = dict(mod.run(recipe.sections[name], run) or {})
+    try:
+        with stage_output(name, run.root / name / "log.txt", verbose, state.is_main_process), \
+                graceful_interrupts(enabled=getattr(mod, "SAVES_ON_INTERRUPT", False)):
+            metrics = dict(mod.run(recipe.sections[name], run) or {})
+    except BaseException:
+        if state.is_main_process and run.restore_previous(name):
+            console.print(f"[dim]- {name}: failed before saving anything; its finished folder is back[/dim]")
+        raise
     metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
     metrics.setdefault("num_processes", state.num_processes)
     state.wait_for_everyone()
     if state.is_main_process:
         run.complete(name, fingerprint, needs, metrics)
+        record_run(recipe, run, state)
         console.print(f"[green]✓ {name}[/green] {metrics['seconds']:.1f}s  {headline(mod, metrics)}")
         if recipe.run.push_to_hub:  # models, datasets and cards of this stage (pipeline.hub)
             from pipeline.hub import push_stage
@@ -201,12 +255,30 @@ def stage_command(name: str, args: argparse.Namespace) -> dict:
     return run_stages(recipe, [name], force=args.force, verbose=getattr(args, "verbose", False))[name]
 
 
+def exit_status(command, args) -> int:
+    """Run `command(args)`; a user error is one line on stderr and status 2, Ctrl-C one line and 130."""
+    try:
+        return command(args)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StageInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted: the stage that was running has no _SUCCESS marker and reruns next time", file=sys.stderr)
+        return 130
+
+
 def stage_main(name: str) -> None:
     """Entry point of `python -m pipeline.stages.<name>` (and so of `accelerate launch -m ...`)."""
     parser = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{name}", description=f"Run the {name} stage.")
     args = add_stage_options(parser).parse_args()
-    try:
-        stage_command(name, args)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+
+    def command(parsed) -> int:
+        stage_command(name, parsed)
+        return 0
+
+    status = exit_status(command, args)
+    if status:
+        sys.exit(status)

@@ -13,9 +13,12 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.utils import DistributedType
+from transformers import TrainerCallback
 
 from pipeline.artifacts import RunDir, replace_dir
+from pipeline.console import TrainerProgress
 from pipeline.errors import PipelineError
+from pipeline.interrupts import SaveOnInterrupt, any_rank
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -133,3 +136,30 @@ def last_loss(trainer, train_output) -> float:
     """The last logged training loss (the final logging window), or the run's mean if none was logged."""
     logged = history(trainer, "loss")
     return logged[-1][1] if logged else train_output.metrics["train_loss"]
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Stops a HF `Trainer` before an optimizer step whose gradient holds a NaN or an infinity (a NaN loss gives
+    NaN gradients): a `PipelineError` naming the step and the last good checkpoint, which stays as it was
+    (the weights in memory were not updated with the bad gradient either). Off under fp16, whose loss scaler
+    expects and skips infinite gradients."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if args.fp16:  # the loss scaler owns infinite gradients there: it skips that step and lowers the scale
+            return control
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        finite = bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()) if grads else True
+        if any_rank(not finite):
+            out = Path(args.output_dir)
+            last = RunDir(out.parent).last_checkpoint(out.name)
+            raise PipelineError(f"{self.stage}: non-finite gradient (NaN or inf) at step {state.global_step + 1}; "
+                                f"stopped before the update; last good checkpoint: {last or 'none yet'}")
+        return control
+
+
+def stage_callbacks(stage: str) -> list[TrainerCallback]:
+    """What every HF trainer stage adds: the progress line, checkpoint-and-stop on Ctrl-C, stop on NaN/inf."""
+    return [TrainerProgress(), SaveOnInterrupt(stage), StopOnNonFinite(stage)]

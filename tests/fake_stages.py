@@ -14,6 +14,7 @@ class Config:
     rate: float = field(default=0.5, metadata={"help": "A float to type-check."})
     label: str = field(default="a", metadata={"help": "A string to type-check."})
     fail: bool = field(default=False, metadata={"help": "Raise after writing part of the output."})
+    checkpoint: bool = field(default=False, metadata={"help": "Save a checkpoint-1/ folder before failing."})
 
 
 def count_runs(run: RunDir, name: str) -> int:
@@ -29,6 +30,8 @@ def run(cfg: Config, run: RunDir) -> dict:
     os.write(2, b"alpha warns on fd 2\n")
     out = run.stage_dir(NAME)
     atomic_write(out / "out.txt", str(cfg.value))
+    if cfg.checkpoint:
+        atomic_write(out / "checkpoint-1" / "state.txt", str(cfg.value))
     if cfg.fail:
         raise RuntimeError("interrupted on purpose")
     return {"value": cfg.value}

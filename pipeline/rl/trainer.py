@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -290,7 +291,9 @@ class PPOTrainer:
         if self.accelerator.is_main_process:
             state = {"step": self.step_count, "kl_control": self.kl_control.state_dict(),
                      "settings": asdict(self.settings), **(extra or {})}
-            (Path(folder) / "trainer_state.json").write_text(json.dumps(state))
+            partial = Path(folder) / ".trainer_state.json.tmp"  # renamed into place: never half a trainer_state
+            partial.write_text(json.dumps(state))
+            os.replace(partial, Path(folder) / "trainer_state.json")
         self.accelerator.wait_for_everyone()
 
     def load(self, folder: Path) -> dict:

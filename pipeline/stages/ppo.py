@@ -40,9 +40,11 @@ from pipeline.models.loading import is_adapter, load_causal_lm
 from pipeline.rl.ptx import PTXBlocks
 from pipeline.rl.trainer import PPOError, PPOSettings, PPOTrainer
 from pipeline.rl.value_head import PolicyWithValueHead, ValueHead, save_value_head
+from pipeline.interrupts import StageInterrupted, interrupt_requested
 from pipeline.trainers import check_precision, resolve_precision
 
 NAME, NEEDS = "ppo", ("data", "sft", "reward")
+SAVES_ON_INTERRUPT = True  # Ctrl-C: checkpoint, then stop (pipeline.interrupts)
 HEADLINE = ("score_gain", "kl_after", "exact_match_after", "exact_match_before", "episodes_per_second")
 VALUE_MODELS = ("reward", "policy_head")
 
@@ -112,8 +114,13 @@ def run(cfg: Config, run: RunDir) -> dict:
             console.update(trainer.step_count, total_updates, score=stats["score"], kl=stats["kl"])
             if state.is_main_process and trainer.step_count % cfg.logging_steps == 0:
                 print(progress_line(stats, total_updates), flush=True)
-            if cfg.save_steps and trainer.step_count % cfg.save_steps == 0 and trainer.step_count < total_updates:
+            due = cfg.save_steps and trainer.step_count % cfg.save_steps == 0
+            stop = interrupt_requested()  # every rank asks, once per update
+            if (due or stop) and trainer.step_count < total_updates:
                 checkpoint(trainer, out, history, cfg.save_total_limit)
+            if stop and trainer.step_count < total_updates:
+                raise StageInterrupted(f"ppo: interrupted at update {trainer.step_count}; checkpoint saved in "
+                                       f"{out}/checkpoint-{trainer.step_count}; the same command resumes it")
     except PPOError as e:
         raise PipelineError(f"ppo: {e} (the last good checkpoint stays in {out})") from None
     save_models(trainer, tokenizer, out)

@@ -43,14 +43,14 @@ from transformers import (
 )
 
 from pipeline.artifacts import RunDir, write_json
-from pipeline.console import TrainerProgress
 from pipeline.data.packing import BlockDataset, WindowDataset, pack, save_blocks, validation_stream
 from pipeline.errors import PipelineError
 from pipeline.metrics.lm import bits_per_byte, token_byte_lengths, windows
 from pipeline.models.sizes import ARCHITECTURES, SIZES, build_config
-from pipeline.trainers import check_precision, history, last_loss, runtime_args, save_final
+from pipeline.trainers import check_precision, history, last_loss, runtime_args, save_final, stage_callbacks
 
 NAME, NEEDS = "pretrain", ("data", "tokenizer")
+SAVES_ON_INTERRUPT = True  # Ctrl-C: checkpoint, then stop (pipeline.interrupts)
 HEADLINE = ("eval_loss", "val_bpb", "tokens_per_second")
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
@@ -106,7 +106,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     trainer = PretrainTrainer(model=model, args=args, data_collator=default_data_collator, processing_class=tokenizer,
                               train_dataset=BlockDataset(out / "packed" / "train.npy"),
                               eval_dataset=WindowDataset(out / "packed" / "validation_stream.npy", cfg.block_size),
-                              callbacks=[timer, TrainerProgress()])
+                              callbacks=[timer, *stage_callbacks(NAME)])
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
     timer.wall = time.perf_counter() - start

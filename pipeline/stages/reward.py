@@ -21,13 +21,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from trl import RewardConfig, RewardTrainer
 
 from pipeline.artifacts import RunDir
-from pipeline.console import TrainerProgress
 from pipeline.errors import PipelineError
 from pipeline.metrics.reward import held_out_pairs, pair_metrics, plot_calibration, score_pairs
 from pipeline.models.loading import is_adapter, load_reward_base
-from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final
+from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final, stage_callbacks
 
 NAME, NEEDS = "reward", ("data", "pretrain", "sft")
+SAVES_ON_INTERRUPT = True  # Ctrl-C: checkpoint, then stop (pipeline.interrupts)
 HEADLINE = ("accuracy", "margin_mean", "ece")
 MODELS = ("sft", "pretrain")
 
@@ -78,7 +78,7 @@ def run(cfg: Config, run: RunDir) -> dict:
                             processing_class=tokenizer, train_dataset=ds["train"].select_columns(columns),
                             eval_dataset=validation.select_columns(columns) if validation is not None else None,
                             peft_config=cfg.lora_config("SEQ_CLS") if cfg.use_peft else None,
-                            callbacks=[TrainerProgress()])
+                            callbacks=stage_callbacks(NAME))
     test = ds[cfg.eval_split]  # tokenized and filtered by the trainer's own rule (on every rank: TRL syncs them)
     keep = [c for c in (*columns, "kind") if c in test.column_names]
     pairs, skipped = held_out_pairs(trainer, test.select_columns(keep))

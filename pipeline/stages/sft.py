@@ -20,13 +20,13 @@ from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from pipeline.artifacts import RunDir
-from pipeline.console import TrainerProgress
 from pipeline.errors import PipelineError
 from pipeline.metrics.qa import qa_floors, score_qa
 from pipeline.models.loading import load_causal_lm
-from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final
+from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final, stage_callbacks
 
 NAME, NEEDS = "sft", ("data", "pretrain")
+SAVES_ON_INTERRUPT = True  # Ctrl-C: checkpoint, then stop (pipeline.interrupts)
 HEADLINE = ("eval_loss", "exact_match", "exact_match_base", "floor_majority", "contains_answer")
 
 
@@ -67,7 +67,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     trainer = SFTTrainer(model=model, args=runtime_args(cfg, run, NAME, evaluate=validation is not None),
                          processing_class=tokenizer, train_dataset=ds["train"], eval_dataset=validation,
                          peft_config=cfg.lora_config("CAUSAL_LM") if cfg.use_peft else None,
-                         callbacks=[TrainerProgress()])
+                         callbacks=stage_callbacks(NAME))
     result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
     if validation is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]

@@ -46,7 +46,7 @@ def test_overrides(fake_stages, tmp_path):
     ("alpha: {value: 1\n", [], "r.yaml: invalid YAML at line 2"),
     ("- a\n- b\n", [], "r.yaml: expected a mapping of sections at the top level, got list"),
     ("gamma: {}\n", [], "r.yaml: gamma: unknown section (valid: run, alpha, beta)"),
-    ("alpha: {valeu: 1}\n", [], "r.yaml: alpha.valeu: unknown key (valid: fail, label, rate, value)"),
+    ("alpha: {valeu: 1}\n", [], "r.yaml: alpha.valeu: unknown key (valid: checkpoint, fail, label, rate, value)"),
     ("alpha: {rate: fast}\n", [], "r.yaml: alpha.rate: expected float, got 'fast'"),
     ("alpha: {value: 1.5}\n", [], "r.yaml: alpha.value: expected int, got 1.5"),
     ("alpha: {fail: 'yes'}\n", [], "r.yaml: alpha.fail: expected bool, got 'yes'"),

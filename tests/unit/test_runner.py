@@ -57,13 +57,35 @@ def test_rerun_upstream_invalidates_downstream(fake_stages, tmp_path):
 
 
 def test_interrupted_stage_leaves_no_marker_and_resumes(fake_stages, tmp_path):
-    run_stages(recipe(tmp_path), ["alpha"])
     with pytest.raises(RuntimeError, match="on purpose"):
-        run_stages(recipe(tmp_path, "alpha.fail=true"), ["alpha", "beta"], force=True)
+        run_stages(recipe(tmp_path, "alpha.fail=true"), ["alpha", "beta"])
     assert not (tmp_path / "run" / "alpha" / MARKER).exists()
     assert not (tmp_path / "run" / "beta").exists()
     run_stages(recipe(tmp_path), ["alpha", "beta"])
-    assert (tmp_path / "run" / "alpha" / MARKER).exists() and runs(tmp_path, "alpha") == 3
+    assert (tmp_path / "run" / "alpha" / MARKER).exists() and runs(tmp_path, "alpha") == 2
+
+
+def test_a_failed_rerun_that_saved_nothing_puts_the_finished_stage_back(fake_stages, tmp_path):
+    run_stages(recipe(tmp_path, "alpha.value=7"), ["alpha"])
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(RuntimeError, match="on purpose"):
+        run_stages(recipe(tmp_path, "alpha.value=8", "alpha.fail=true"), ["alpha"])
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {k: v for k, v in after.items() if k.name != "alpha.runs"} == \
+        {k: v for k, v in before.items() if k.name != "alpha.runs"}  # config.yaml, env.json, alpha/ unchanged
+    assert not (tmp_path / "run" / ".alpha.previous").exists()
+
+
+def test_a_failed_rerun_that_saved_a_checkpoint_keeps_it_to_resume(fake_stages, tmp_path):
+    run_stages(recipe(tmp_path), ["alpha"])
+    with pytest.raises(RuntimeError, match="on purpose"):
+        run_stages(recipe(tmp_path, "alpha.value=8", "alpha.fail=true", "alpha.checkpoint=true"), ["alpha"])
+    assert (tmp_path / "run" / "alpha" / "checkpoint-1").is_dir()
+    assert not (tmp_path / "run" / "alpha" / MARKER).exists()
+    assert (tmp_path / "run" / ".alpha.previous" / MARKER).exists()  # until the new attempt completes
+    run_stages(recipe(tmp_path, "alpha.value=8", "alpha.checkpoint=true"), ["alpha"])
+    assert (tmp_path / "run" / "alpha" / "out.txt").read_text() == "8"
+    assert not (tmp_path / "run" / ".alpha.previous").exists()
 
 
 def test_stage_without_upstream_is_a_clear_error(fake_stages, tmp_path):
