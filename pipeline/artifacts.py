@@ -151,16 +151,22 @@ class RunDir:
     def previous_dir(self, stage: str) -> Path:
         return self.root / f".{stage}.previous"
 
-    def restore_previous(self, stage: str) -> bool:
-        """After a failed attempt: if it saved nothing to resume from (no checkpoint, no final model), put the
-        finished folder it replaced back in place. Returns True when it did."""
+    def restore_previous(self, stage: str, drop_attempt: bool = False) -> bool:
+        """After a failed attempt that saved nothing to resume from (no checkpoint, no final model): put back the
+        finished folder it replaced, if any; with `drop_attempt` (a user error: nothing worth a look) remove a
+        first attempt's folder too. Returns True when the folder is as it was before the attempt."""
         path, previous = self.root / stage, self.previous_dir(stage)
-        if not previous.is_dir() or (path / "final").exists() or any(path.glob("checkpoint-*")):
+        if (path / "final").exists() or any(path.glob("checkpoint-*")):
             return False
-        if path.exists():
+        if previous.is_dir():
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(previous, path)
+            return True
+        if drop_attempt and path.exists():
             shutil.rmtree(path)
-        os.replace(previous, path)
-        return True
+            return True
+        return False
 
     def complete(self, stage: str, fingerprint: str, needs: tuple[str, ...], metrics: dict) -> None:
         write_json(self.root / stage / "metrics.json", metrics)

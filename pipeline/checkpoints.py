@@ -43,6 +43,22 @@ def read_json(path: Path) -> dict:
     return value
 
 
+def verify_files(folder: Path) -> None:
+    """A one-line error naming the first file of a saved model or tokenizer folder that cannot be read: a JSON
+    file that does not parse, a safetensors file whose header is broken or whose size disagrees with it (a
+    truncated copy). Reads headers only, not the weights."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.json")):
+        read_json(path)
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                weights.keys()
+        except Exception as e:  # safetensors raises its own SafetensorError (not an OSError) for a bad header
+            raise PipelineError(f"{path}: unreadable safetensors file ({' '.join(str(e).split())[:200]})") from None
+
+
 def is_run_folder(path: Path) -> bool:
     return (path / "config.yaml").is_file() and not (path / "config.json").exists()
 
@@ -238,6 +254,7 @@ def load_model(folder: Path, kind: str | None = None):
     from pipeline.models.loading import load_causal_lm
 
     kind = kind or identify(folder).kind
+    verify_files(folder)
     try:
         if kind == CAUSAL_LM:
             model = load_policy_checkpoint(folder) if is_policy_checkpoint(folder) else load_causal_lm(folder)

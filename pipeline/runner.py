@@ -30,6 +30,7 @@ from rich.table import Table
 from pipeline import config as config_lib
 from pipeline import registry
 from pipeline.artifacts import RunDir, atomic_write, write_json
+from pipeline.checkpoints import verify_files
 from pipeline.console import stage_output
 from pipeline.errors import PipelineError
 from pipeline.interrupts import StageInterrupted, graceful_interrupts
@@ -86,12 +87,19 @@ def stage_needs(recipe: config_lib.Recipe, name: str) -> tuple[str, ...]:
 
 
 def check_upstream(run: RunDir, recipe: config_lib.Recipe, stages: list[str]) -> None:
-    """Before anything is written: every stage's inputs are finished already or come earlier in `stages`."""
+    """Before anything is written: every stage's inputs are finished already or come earlier in `stages`, and
+    the models and tokenizers they saved are readable (`checkpoints.verify_files`: headers, not weights)."""
     for position, name in enumerate(stages):
         needs = stage_needs(recipe, name)
         missing = [need for need in needs if need not in stages[:position] and run.marker(need) is None]
         if missing:
             raise PipelineError(f"{run.root}: stage {name!r} needs {', '.join(missing)}: run {' and '.join(missing)} first")
+        for need in needs:
+            if need not in stages[:position] and (run.root / need / "final").is_dir():
+                try:
+                    verify_files(run.root / need / "final")
+                except PipelineError as e:
+                    raise PipelineError(f"{e}: rerun {need} (pipeline stage {need} --run {run.root} --force)") from None
 
 
 def distributed_state() -> PartialState:
@@ -148,9 +156,9 @@ def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = F
         with stage_output(name, run.root / name / "log.txt", verbose, state.is_main_process), \
                 graceful_interrupts(enabled=getattr(mod, "SAVES_ON_INTERRUPT", False)):
             metrics = dict(mod.run(recipe.sections[name], run) or {})
-    except BaseException:
-        if state.is_main_process and run.restore_previous(name):
-            console.print(f"[dim]- {name}: failed before saving anything; its finished folder is back[/dim]")
+    except BaseException as failure:
+        if state.is_main_process and run.restore_previous(name, drop_attempt=isinstance(failure, PipelineError)):
+            console.print(f"[dim]- {name}: failed before saving anything; the folder is as it was[/dim]")
         raise
     metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
     metrics.setdefault("num_processes", state.num_processes)

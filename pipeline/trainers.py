@@ -28,6 +28,14 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"precision: expected auto, fp32, bf16 or fp16, got {precision!r}")
 
 
+def check_sizes(args) -> None:
+    """Batch sizes and accumulation steps of a trainer config are at least 1 (`name: expected >= 1, got 0`)."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(args, name, 1)
+        if value < 1:
+            raise ValueError(f"{name}: expected >= 1, got {value}")
+
+
 def resolve_precision(precision: str) -> str:
     """fp32, bf16 or fp16 for a recipe's `precision`: auto is bf16 on a GPU that has it, fp32 elsewhere (on CPU,
     so that the saved model and the one trained agree)."""
@@ -94,6 +102,7 @@ class FineTuneArguments(LoraArguments):
 
     def __post_init__(self):
         check_precision(self.precision)
+        check_sizes(self)
         self.check_lora()
         if getattr(self, "trust_remote_code", False):
             raise ValueError("trust_remote_code: never enabled here; models are stock transformers architectures")

@@ -11,7 +11,8 @@ A mapper is a pure function `fn(record, fmt, cols) -> list[dict | str] | str`: t
 is one malformed output, named by its reason), or one reason string when the whole record is malformed.
 `cols` maps the mapper's own field names to the record's keys (`plan_fields` resolves it from the user's
 `columns`, defaulting each field to itself). `check_record` then validates every output record, so mappers
-only build structure. Reasons: missing_field, bad_type, bad_message, empty_text, bad_role_order,
+only build structure. Reasons: missing_field, bad_type, bad_message, unknown_role (not system, user or
+assistant), empty_text, bad_role_order,
 bad_transcript, prompt_mismatch, identical_pair, no_reply, deleted_message (and bad_json from the readers).
 """
 
@@ -35,8 +36,10 @@ def check_messages(msgs, end: str) -> str | None:
     if not isinstance(msgs, list):
         return "bad_type"
     for m in msgs:
-        if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             return "bad_message"
+        if m.get("role") not in _ROLES:
+            return "unknown_role"
     if any(not m["content"].strip() for m in msgs):
         return "empty_text"
     roles = [m["role"] for m in msgs]

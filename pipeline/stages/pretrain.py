@@ -47,7 +47,7 @@ from pipeline.data.packing import BlockDataset, WindowDataset, pack, save_blocks
 from pipeline.errors import PipelineError
 from pipeline.metrics.lm import bits_per_byte, token_byte_lengths, windows
 from pipeline.models.sizes import ARCHITECTURES, SIZES, build_config
-from pipeline.trainers import check_precision, history, last_loss, runtime_args, save_final, stage_callbacks
+from pipeline.trainers import check_precision, check_sizes, history, last_loss, runtime_args, save_final, stage_callbacks
 
 NAME, NEEDS = "pretrain", ("data", "tokenizer")
 SAVES_ON_INTERRUPT = True  # Ctrl-C: checkpoint, then stop (pipeline.interrupts)
@@ -86,6 +86,9 @@ class Config(TrainingArguments):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture: unknown architecture {self.architecture!r} (valid: {', '.join(ARCHITECTURES)})")
         check_precision(self.precision)
+        check_sizes(self)
+        if self.block_size < 2:
+            raise ValueError(f"block_size: expected >= 2 (a block predicts its tokens after the first), got {self.block_size}")
         super().__post_init__()
 
 

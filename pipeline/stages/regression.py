@@ -101,11 +101,16 @@ def load_curves(ds, name: str) -> list[dict]:
         try:
             f = parse_expression(part[0]["function"])
         except ExpressionError as e:
-            raise PipelineError(str(e)) from e
+            raise PipelineError(f"regression.dataset: curve {curve!r}: {e}") from None
         true = json.loads(part[0]["true_params"])
         if set(true) != set(f.params):
             raise PipelineError(f"regression.dataset: curve {curve!r}: true_params {sorted(true)} do not match the parameters {list(f.params)} of {f.text!r}")
-        curves.append({"name": curve, "f": f, "x": np.asarray(part["x"], dtype=np.float64),
+        x = np.asarray(part["x"], dtype=np.float64)
+        at_truth = f(torch.as_tensor(x), *(torch.tensor(float(true[p]), dtype=torch.float64) for p in f.params))
+        if not bool(torch.isfinite(torch.as_tensor(at_truth)).all()):
+            raise PipelineError(f"regression.dataset: curve {curve!r}: {f.text!r} is not finite at its true_params "
+                                f"on the curve's x (an overflowing exponent?)")
+        curves.append({"name": curve, "f": f, "x": x,
                        "y": np.asarray(part["y"], dtype=np.float64), "true": np.array([true[p] for p in f.params]),
                        "noise_sd": part[0].get("noise_sd")})
     return curves

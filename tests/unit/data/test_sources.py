@@ -221,7 +221,7 @@ def test_malformed_counted_by_reason(tmp_path):
     dd, rep = load("mine", "messages", path, validation_fraction=0.0)
     assert rep["read"] == 11 and rep["kept"] == 2
     assert rep["dropped"] == {"bad_json": 1, "missing_field": 1, "bad_role_order": 2, "empty_text": 1,
-                              "bad_transcript": 1, "bad_message": 1, "duplicate": 1, "bad_type": 1}
+                              "bad_transcript": 1, "unknown_role": 1, "duplicate": 1, "bad_type": 1}
     assert rep["mapped"] == rep["kept"] + sum(rep["dropped"].values())
     assert roles(dd["train"][1]["messages"]) == ["system", "user", "assistant"]
 
