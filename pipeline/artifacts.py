@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -28,6 +29,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a run, stage or dataset name: one path component
 MARKER = "_SUCCESS"
 STARTED = "_STARTED"  # present while a stage is running or was interrupted: its fingerprint, to resume safely
 
@@ -45,6 +47,14 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_plain_name(name: str, where: str) -> None:
+    """A name that becomes one folder of a run: letters, digits, `_`, `.`, `-`, not starting with a dot (so no
+    `..`, no `/`, no absolute path). Raises ValueError `where: ...` otherwise."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{where}: {name!r} is not a plain name (letters, digits, _ . -; no '/' or '..'): it names a "
+                         "folder inside the run")
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -76,9 +86,16 @@ class RunDir:
         return self.root / ".lock"
 
     def stage_dir(self, stage: str) -> Path:
-        path = self.root / stage
+        path = self.inside(self.root / stage)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def inside(self, path: Path) -> Path:
+        """`path`, after checking that it stays inside the run folder once symlinks are resolved."""
+        if not Path(path).resolve().is_relative_to(self.root.resolve()):
+            raise PipelineError(f"{path}: resolves to {Path(path).resolve()}, outside the run folder {self.root} "
+                                "(a symlink?): the pipeline writes only inside its run folder")
+        return Path(path)
 
     def final(self, stage: str) -> Path:
         """Where a model stage saves its `save_pretrained` model and tokenizer; must exist to be read."""
@@ -91,6 +108,10 @@ class RunDir:
         """A dataset the data stage built, as a `datasets.DatasetDict`; `where` names the recipe field asking."""
         import datasets
 
+        try:
+            check_plain_name(name, where)
+        except ValueError as e:
+            raise PipelineError(str(e)) from None
         path = self.root / "data" / name
         if not (path / "dataset_dict.json").is_file():
             have = sorted(p.parent.name for p in (self.root / "data").glob("*/dataset_dict.json"))
@@ -133,7 +154,7 @@ class RunDir:
         completes, so that an attempt that fails before saving anything can put it back (`restore_previous`);
         an unfinished attempt that cannot be resumed is removed.
         """
-        path = self.root / stage
+        path = self.inside(self.root / stage)
         started = {"fingerprint": fingerprint, "upstream": self.upstream_ids(needs)}
         resumable = path.is_dir() and self.marker(stage) is None and _read_json(path / STARTED) == started
         if not resumable and path.exists():

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from pipeline import registry
+from pipeline.artifacts import check_plain_name
 from pipeline.errors import PipelineError
 
 REPORT_TO = ("none", "tensorboard", "wandb", "all")
@@ -48,6 +49,7 @@ class RunConfig:
     hub_repo_prefix: str = field(default="", metadata={"help": "namespace/name: stage X goes to the model repo <prefix>-X, dataset D to the dataset repo <prefix>-D."})
 
     def __post_init__(self):
+        check_plain_name(self.name, "name")
         if self.push_to_hub and not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", self.hub_repo_prefix):
             raise ValueError(f"hub_repo_prefix: push_to_hub needs a Hub repo id namespace/name, got {self.hub_repo_prefix!r}")
         for name in self.stages:
@@ -210,7 +212,7 @@ def build(cls: type, data: Any, where: str):
         return cls(**kwargs)
     except (ValueError, TypeError) as e:  # a __post_init__ check; "field: problem" becomes where.field: problem
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        sep = "." if re.match(r"[A-Za-z_]\w*: ", message) else ": "
+        sep = "." if re.match(r"[A-Za-z_][\w.\[\]]*: ", message) else ": "
         raise ConfigError(f"{where}{sep}{message}") from None
 
 

@@ -154,8 +154,9 @@ class PPOTrainer:
                                       weight_decay=0.0, fused=True)  # transformers' defaults (TRL 1.12 too): eps 1e-8, no decay; one fused kernel
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(total_updates, 1)))
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.scheduler = scheduler  # not prepared: accelerate would step it once per process; checkpointed below
-        accelerator.register_for_checkpointing(scheduler)
+        # not prepared: accelerate would step it once per process. Not registered for accelerate's checkpointing
+        # either, which would pickle it (and unpickle with weights_only=False): its state goes into our JSON.
+        self.scheduler = scheduler
         self.reward_model = reward_model.to(accelerator.device).eval()
         self.reference = reference.to(accelerator.device).eval() if reference is not None else None
         self.kl_control = (AdaptiveKLController(settings.kl_coef, settings.kl_target, settings.kl_horizon)
@@ -290,7 +291,7 @@ class PPOTrainer:
         self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
             state = {"step": self.step_count, "kl_control": self.kl_control.state_dict(),
-                     "settings": asdict(self.settings), **(extra or {})}
+                     "scheduler": self.scheduler.state_dict(), "settings": asdict(self.settings), **(extra or {})}
             partial = Path(folder) / ".trainer_state.json.tmp"  # renamed into place: never half a trainer_state
             partial.write_text(json.dumps(state))
             os.replace(partial, Path(folder) / "trainer_state.json")
@@ -302,4 +303,5 @@ class PPOTrainer:
         state = json.loads((Path(folder) / "trainer_state.json").read_text())
         self.step_count = state["step"]
         self.kl_control.load_state_dict(state["kl_control"])
+        self.scheduler.load_state_dict(state["scheduler"])
         return state

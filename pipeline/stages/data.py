@@ -24,7 +24,7 @@ import datasets
 import pyarrow.compute as pc
 from accelerate import PartialState
 
-from pipeline.artifacts import RunDir, atomic_write, replace_dir, write_json
+from pipeline.artifacts import RunDir, atomic_write, check_plain_name, replace_dir, write_json
 from pipeline.config import to_plain
 from pipeline.data import cards
 from pipeline.data.overlap import split_overlap
@@ -46,6 +46,8 @@ class Config:
     def __post_init__(self):
         if not self.synthetic and not self.sources:
             raise ValueError("sources: empty, and synthetic is false: nothing to build")
+        for position, source in enumerate(self.sources):
+            check_plain_name(source.name, f"sources[{position}].name")
         names = [s.name for s in self.sources] + (list(FORMATS) if self.synthetic else [])
         for name in names:
             if names.count(name) > 1:

@@ -1,7 +1,7 @@
 """Interruptions of the trainer stages: SIGKILL then rerun ends exactly as an uninterrupted run (sft, reward;
 pretrain in tests/e2e/test_pretrain_resume.py, ppo in tests/unit/stages/test_ppo.py); Ctrl-C saves a checkpoint
 and exits 130 with one line; a NaN stops the stage naming the step (ppo's own guard: test_ppo.py); a checkpoint
-whose save failed half-way is never resumed from.
+whose save failed half-way is never resumed from, and resuming loads states only with `weights_only=True`.
 
 Every test starts from a copy of the session's nano run without the stage under test (and what follows it)."""
 
@@ -151,5 +151,13 @@ def test_a_save_that_fails_half_way_is_never_resumed_from(name, nano_run, tmp_pa
     assert (folder / name / "checkpoint-6").is_dir() and not (folder / name / "checkpoint-6" / "trainer_state.json").exists()
     assert RunDir(folder).last_checkpoint(name) == str(folder / name / "checkpoint-3")
     monkeypatch.setattr(target, method, real)
+    loads, real_load = [], torch.load
+
+    def spy(*args, **kwargs):  # resume reads optimizer and RNG states with torch.load: never as full pickles
+        loads.append(kwargs.get("weights_only", True))  # torch >= 2.6 defaults to weights_only=True
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
     stage(name, folder, *SETTINGS[name])
     assert (folder / name / "_SUCCESS").is_file()
+    assert loads and all(loads), loads
