@@ -115,3 +115,10 @@ def test_library_output_goes_to_the_stage_log_unless_verbose(fake_stages, tmp_pa
     shown = capfd.readouterr()
     assert "alpha says hello on fd 1" in shown.out and "alpha warns on fd 2" in shown.err
     assert not (tmp_path / "run" / "alpha" / "log.txt").exists()  # the forced rerun started a fresh folder
+
+
+@pytest.mark.parametrize("name", ["pretrain", "sft", "reward", "ppo"])
+def test_every_trainer_stage_clips_gradients_by_default(name, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"{name}: {{}}\n")
+    assert load_recipe(path).sections[name].max_grad_norm == 1.0
