@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from pipeline.embeddings.cooccurrence import Cooccurrences
+from pipeline.embeddings.checkpoint import EpochCheckpoint, EpochState
 from pipeline.embeddings.vectors import WordVectors
 from pipeline.embeddings.vocab import EmbeddingsError
 
@@ -73,6 +74,9 @@ def glove_loss(w: torch.Tensor, w_context: torch.Tensor, b: torch.Tensor, b_cont
     """J = sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2 over the entries (rows, cols, counts)."""
     diff = (w[rows] * w_context[cols]).sum(-1) + b[rows] + b_context[cols] - torch.log(counts)
     return (weighting(counts, x_max, alpha) * diff * diff).sum()
+
+
+TABLES = ("word", "context", "word_gradsq", "context_gradsq")  # what an epoch checkpoint holds
 
 
 class GloVeModel:
@@ -130,9 +134,10 @@ def glove_step(model: GloVeModel, rows: torch.Tensor, cols: torch.Tensor, log_co
 
 
 def train_glove(cooc: Cooccurrences, vocab_words: list[str], settings: GloVeSettings | None = None,
-                device="cpu", progress=None) -> WordVectors:
+                device="cpu", progress=None, checkpoint: EpochCheckpoint | None = None) -> WordVectors:
     """Fit GloVe to `cooc` (see the module docstring) and return W + W~ for `vocab_words` (row i = word id i).
-    `progress(epoch, cost, seconds)` is called after each epoch with the mean 0.5 f diff^2 over the entries."""
+    `progress(epoch, cost, seconds)` is called after each epoch with the mean 0.5 f diff^2 over the entries.
+    With `checkpoint`, training continues from its last finished epoch and saves after every epoch but the last."""
     settings = settings or GloVeSettings()
     if len(vocab_words) != cooc.vocab_size:
         raise EmbeddingsError(f"{len(vocab_words)} words for a co-occurrence matrix of {cooc.vocab_size}")
@@ -151,8 +156,14 @@ def train_glove(cooc: Cooccurrences, vocab_words: list[str], settings: GloVeSett
     cols = torch.from_numpy(np.asarray(cooc.cols, dtype=np.int64)).to(device)
     del counts
     generator = torch.Generator().manual_seed(settings.seed)
-    n = len(cooc)
-    for epoch in range(1, settings.epochs + 1):
+    n, first_epoch = len(cooc), 1
+    resumed = checkpoint.load() if checkpoint is not None else None
+    if resumed is not None:
+        for name in TABLES:
+            getattr(model, name).copy_(resumed.tensors[name])
+        generator.set_state(resumed.generator_state)
+        first_epoch = resumed.epoch + 1
+    for epoch in range(first_epoch, settings.epochs + 1):
         began = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
         cost = torch.zeros((), dtype=torch.float64, device=device)
@@ -165,4 +176,7 @@ def train_glove(cooc: Cooccurrences, vocab_words: list[str], settings: GloVeSett
         if not math.isfinite(float(cost)):
             raise EmbeddingsError(f"GloVe diverged in epoch {epoch} (cost {float(cost)}): lower learning_rate "
                                   f"or batch_size")
+        if checkpoint is not None and epoch < settings.epochs:
+            checkpoint.save(EpochState(epoch, {name: getattr(model, name) for name in TABLES},
+                                       generator.get_state(), {}))
     return WordVectors(list(vocab_words), model.vectors())

@@ -49,6 +49,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pipeline.embeddings.checkpoint import EpochCheckpoint, EpochState
 from pipeline.embeddings.vectors import WordVectors
 from pipeline.embeddings.vocab import EmbeddingsError, Vocabulary, keep_probabilities, noise_distribution
 
@@ -202,9 +203,11 @@ def _capped(grads: torch.Tensor, rows: torch.Tensor, uses: torch.Tensor, size: i
 
 def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabulary, settings: Word2VecSettings,
                    device: str | torch.device = "cpu",
-                   progress: Callable[[int, int], None] | None = None) -> WordVectors:
+                   progress: Callable[[int, int], None] | None = None,
+                   checkpoint: EpochCheckpoint | None = None) -> WordVectors:
     """Train CBOW or Skip-gram with negative sampling on the encoded corpus (`vocab.encode`) and return the input
-    vectors in vocabulary order. `progress(words_done, total_words)` is called after every batch."""
+    vectors in vocabulary order. `progress(words_done, total_words)` is called after every batch. With
+    `checkpoint`, training continues from its last finished epoch and saves after every epoch but the last."""
     device = torch.device(device)
     ids = np.asarray(ids)
     if not len(ids):
@@ -224,8 +227,14 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
     lengths = torch.as_tensor(np.diff(np.append(starts, len(ids))), device=device)
     bounds = batch_bounds(starts, len(ids), settings.batch_words)
     step = _cbow_batch if settings.method == "cbow" else _skipgram_batch
-    total, done = len(ids) * settings.epochs, 0
-    for _ in range(settings.epochs):
+    total, done, first_epoch = len(ids) * settings.epochs, 0, 0
+    resumed = checkpoint.load() if checkpoint is not None else None
+    if resumed is not None:
+        w_in.copy_(resumed.tensors["w_in"])
+        w_out.copy_(resumed.tensors["w_out"])
+        generator.set_state(resumed.generator_state)
+        first_epoch, done = resumed.epoch, resumed.scalars["words_done"]
+    for epoch in range(first_epoch, settings.epochs):
         for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             begin = int(starts[first])
             end = int(starts[last]) if last < len(starts) else len(ids)
@@ -246,6 +255,9 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
             done += end - begin
             if progress is not None:
                 progress(done, total)
+        if checkpoint is not None and epoch + 1 < settings.epochs:
+            checkpoint.save(EpochState(epoch + 1, {"w_in": w_in, "w_out": w_out}, generator.get_state(),
+                                       {"words_done": done}))
     if not torch.isfinite(w_in).all():
         raise EmbeddingsError(f"training diverged (non-finite vectors): lower row_cap ({settings.row_cap}), "
                               f"batch_words ({settings.batch_words}) or alpha ({settings.alpha})")

@@ -27,11 +27,16 @@ Numbers (per method in its metrics.json; `<method>_<key>` in the stage's):
                        `restrict_vocab`), with `chance` = 1 / (restrict_vocab used - 3): a uniform guess
     similarity.<file>  Spearman (average ranks for ties) of cosines against the human scores, pairs in vocabulary
 
+Resume: a method whose `metrics.json` exists is not trained again; the one that was running continues from its
+last finished epoch (`<run>/embeddings/.<method>.checkpoint/`, `pipeline.embeddings.checkpoint`), so a run killed
+at any point ends with the vectors of a run never stopped. Its `seconds` then count the last attempt only.
+
 On several processes the main process trains and writes; the others wait (the methods are not distributed yet).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +44,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from pipeline.artifacts import RunDir, replace_dir, write_json
+from pipeline.embeddings.checkpoint import EpochCheckpoint
 from pipeline.errors import PipelineError
 
 NAME, NEEDS = "embeddings", ("data",)
@@ -141,28 +147,35 @@ def train_all(cfg: Config, run: RunDir) -> dict:
     out = run.stage_dir(NAME)
     metrics = {"vocabulary": len(vocab.words), "corpus_words": int(len(ids)), "sentences": int(len(starts))}
     for method in cfg.methods:
-        result = train_and_save(method, cfg, ids, starts, vocab, out)
+        done = out / method / "metrics.json"
+        if done.is_file():  # finished before an interruption: its vectors and metrics are complete
+            metrics.update(headline_numbers(method, json.loads(done.read_text())))
+            continue
+        checkpoint = EpochCheckpoint(out / f".{method}.checkpoint")
+        result = train_and_save(method, cfg, ids, starts, vocab, out, checkpoint)
         result.update(evaluate(out / method / "vectors.bin", analogies, similarities, cfg.restrict_vocab))
         headline = headline_numbers(method, result)
         flat = {key[len(method) + 1:]: value for key, value in headline.items()}  # flat numbers, for the report
         result.update({key: value for key, value in flat.items() if key not in result})
-        write_json(out / method / "metrics.json", result)
+        write_json(done, result)
+        checkpoint.remove()
         metrics.update(headline)
     return metrics
 
 
-def train_and_save(method: str, cfg: Config, ids, starts, vocab, out: Path) -> dict:
-    """Train one method and write its vectors (text and binary) into `<out>/<method>/`; its timing numbers."""
+def train_and_save(method: str, cfg: Config, ids, starts, vocab, out: Path, checkpoint: EpochCheckpoint) -> dict:
+    """Train one method (from its last epoch checkpoint, if any) and write its vectors (text and binary) into
+    `<out>/<method>/`; its timing numbers (of this attempt, when resumed)."""
     from pipeline import console
     from pipeline.embeddings.vectors import write_binary, write_text
 
     start = time.perf_counter()
     if method == "glove":  # progress per epoch, with the mean cost
         vectors, counting = train_glove_vectors(cfg, ids, starts, vocab, lambda epoch, cost, seconds: console.update(
-            epoch, cfg.glove_epochs, method=method, cost=cost))
+            epoch, cfg.glove_epochs, method=method, cost=cost), checkpoint)
     else:  # progress in corpus words
         vectors, counting = train_word2vec_vectors(method, cfg, ids, starts, vocab, lambda done, total: console.update(
-            done, total, method=method)), {}
+            done, total, method=method), checkpoint), {}
     seconds = time.perf_counter() - start
     scratch = out / f".{method}.tmp"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -174,15 +187,15 @@ def train_and_save(method: str, cfg: Config, ids, starts, vocab, out: Path) -> d
             "words_per_second": len(ids) * (1 if method == "glove" else passes) / seconds, **counting}
 
 
-def train_word2vec_vectors(method: str, cfg: Config, ids, starts, vocab, progress):
+def train_word2vec_vectors(method: str, cfg: Config, ids, starts, vocab, progress, checkpoint=None):
     from pipeline.embeddings.word2vec import Word2VecSettings, train_word2vec
 
     settings = Word2VecSettings(method=method, vector_size=cfg.vector_size, window=cfg.window, negative=cfg.negative,
                                 sample=cfg.sample, alpha=cfg.alpha, min_alpha=cfg.min_alpha, epochs=cfg.epochs)
-    return train_word2vec(ids, starts, vocab, settings, progress=progress)
+    return train_word2vec(ids, starts, vocab, settings, progress=progress, checkpoint=checkpoint)
 
 
-def train_glove_vectors(cfg: Config, ids, starts, vocab, progress):
+def train_glove_vectors(cfg: Config, ids, starts, vocab, progress, checkpoint=None):
     from pipeline.embeddings.cooccurrence import count_cooccurrences
     from pipeline.embeddings.glove import GloVeSettings, train_glove
 
@@ -191,7 +204,7 @@ def train_glove_vectors(cfg: Config, ids, starts, vocab, progress):
     counting = time.perf_counter() - start
     settings = GloVeSettings(vector_size=cfg.vector_size, x_max=cfg.x_max, learning_rate=cfg.glove_learning_rate,
                              epochs=cfg.glove_epochs)
-    vectors = train_glove(cooccurrences, vocab.words, settings, progress=progress)
+    vectors = train_glove(cooccurrences, vocab.words, settings, progress=progress, checkpoint=checkpoint)
     return vectors, {"counting_seconds": round(counting, 3), "counting_tokens_per_second": len(ids) / counting,
                      "cooccurrence_entries": int(len(cooccurrences.values))}
 

@@ -1,4 +1,5 @@
-"""Interruptions of the trainer stages: SIGKILL then rerun ends exactly as an uninterrupted run (sft, reward;
+"""Interruptions of the trainer stages: SIGKILL then rerun ends exactly as an uninterrupted run (sft, reward,
+embeddings killed twice: in word2vec, then in GloVe;
 pretrain in tests/e2e/test_pretrain_resume.py, ppo in tests/unit/stages/test_ppo.py); Ctrl-C saves a checkpoint
 and exits 130 with one line; a NaN stops the stage naming the step (ppo's own guard: test_ppo.py); a checkpoint
 whose save failed half-way is never resumed from, and resuming loads states only with `weights_only=True`.
@@ -20,7 +21,7 @@ from safetensors.torch import load_file
 
 from pipeline.artifacts import RunDir
 from pipeline.cli import main
-from tests.conftest import NANO_STAGES, kill_when, stage
+from tests.conftest import NANO_STAGES, kill_when, make_run, stage
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -161,3 +162,28 @@ def test_a_save_that_fails_half_way_is_never_resumed_from(name, nano_run, tmp_pa
     stage(name, folder, *SETTINGS[name])
     assert (folder / name / "_SUCCESS").is_file()
     assert loads and all(loads), loads
+
+
+def test_embeddings_killed_twice_end_with_the_vectors_of_a_run_never_stopped(tmp_path):
+    """Killed after CBOW's first epoch, then after GloVe's first epoch (CBOW finished): the rerun keeps the
+    finished method, continues GloVe from its checkpoint, and every vector file equals the uninterrupted run's."""
+    import random
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(400)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words[: rng.randint(20, 400)]) for _ in range(12))
+                                for _ in range(40000)) + "\n")
+    section = {"methods": ["cbow", "glove"], "corpus_file": str(corpus), "min_count": 1, "epochs": 3,
+               "glove_epochs": 3, "vector_size": 16}
+    base, killed = (make_run(tmp_path / name, embeddings=section) for name in ("base", "killed"))
+    kill_when(launch("embeddings", killed), killed / "embeddings" / ".cbow.checkpoint" / "state.json")
+    assert not (killed / "embeddings" / "cbow" / "metrics.json").exists(), "cbow finished before the kill"
+    kill_when(launch("embeddings", killed), killed / "embeddings" / ".glove.checkpoint" / "state.json")
+    assert (killed / "embeddings" / "cbow" / "metrics.json").exists() and not (killed / "embeddings" / "_SUCCESS").exists()
+    stage("embeddings", killed)
+    stage("embeddings", base)
+    for method in ("cbow", "glove"):
+        for name in ("vectors.txt", "vectors.bin"):
+            assert (killed / "embeddings" / method / name).read_bytes() == (base / "embeddings" / method / name).read_bytes()
+    assert not list((killed / "embeddings").glob(".*.checkpoint"))
