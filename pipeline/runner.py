@@ -58,22 +58,28 @@ def record_run(recipe: config_lib.Recipe, run: RunDir, state: PartialState) -> N
     write_json(run.env_path, environment(state))
 
 
+def on_main_process(state: PartialState, action) -> None:
+    """Run `action()` on the main process only; a `PipelineError` it raises is raised on every rank, so that no
+    rank is left waiting at a barrier for a main process that has given up."""
+    failure = None
+    if state.is_main_process:
+        try:
+            action()
+        except PipelineError as e:
+            failure = str(e)
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        failure = broadcast_object_list([failure])[0]
+    if failure:
+        raise PipelineError(failure)
+
+
 @contextmanager
 def locked(folder: Path, state: PartialState):
     """Hold `<run>/.lock` for this command (main process); every rank raises the main one's refusal."""
     lock = RunLock(Path(folder) / ".lock", command=" ".join(sys.argv))
-    refusal = None
-    if state.is_main_process:
-        try:
-            lock.acquire()
-        except PipelineError as e:
-            refusal = str(e)
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        refusal = broadcast_object_list([refusal])[0]
-    if refusal:
-        raise PipelineError(refusal)
+    on_main_process(state, lock.acquire)
     try:
         yield
     finally:
@@ -167,9 +173,10 @@ def run_stage(recipe: config_lib.Recipe, name: str, run: RunDir, force: bool = F
         run.complete(name, fingerprint, needs, metrics)
         record_run(recipe, run, state)
         console.print(f"[green]✓ {name}[/green] {metrics['seconds']:.1f}s  {headline(mod, metrics)}")
-        if recipe.run.push_to_hub:  # models, datasets and cards of this stage (pipeline.hub)
-            from pipeline.hub import push_stage
-            push_stage(run.root, name, recipe.run.hub_repo_prefix)
+    if recipe.run.push_to_hub:  # models, datasets and cards of this stage (pipeline.hub), from the main process
+        from pipeline.hub import push_stage
+
+        on_main_process(state, lambda: push_stage(run.root, name, recipe.run.hub_repo_prefix))
     state.wait_for_everyone()
     return metrics
 
