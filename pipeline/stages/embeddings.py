@@ -69,6 +69,7 @@ class Config:
     alpha: float = field(default=0.025, metadata={"help": "word2vec: learning rate at the start, decaying linearly to min_alpha."})
     min_alpha: float = field(default=0.0001, metadata={"help": "word2vec: learning rate at the end of the last epoch."})
     epochs: int = field(default=5, metadata={"help": "word2vec: passes over the corpus."})
+    workers: int = field(default=1, metadata={"help": "word2vec: threads updating the vectors at once, Hogwild like gensim's workers (1: deterministic for the seed)."})
     glove_window: int = field(default=10, metadata={"help": "GloVe: symmetric co-occurrence window, pairs weighted 1/distance."})
     x_max: float = field(default=10.0, metadata={"help": "GloVe: count at which the weighting f(x) = (x/x_max)^0.75 reaches 1."})
     glove_epochs: int = field(default=15, metadata={"help": "GloVe: AdaGrad passes over the co-occurrence entries."})
@@ -83,7 +84,8 @@ class Config:
                 raise ValueError(f"methods: unknown method {method!r} (valid: {', '.join(METHODS)})")
         if not self.methods:
             raise ValueError(f"methods: empty (valid: {', '.join(METHODS)})")
-        for name in ("window", "glove_window", "vector_size", "epochs", "glove_epochs", "min_count", "restrict_vocab"):
+        for name in ("window", "glove_window", "vector_size", "epochs", "glove_epochs", "min_count", "restrict_vocab",
+                     "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.negative < 1:
@@ -191,7 +193,8 @@ def train_word2vec_vectors(method: str, cfg: Config, ids, starts, vocab, progres
     from pipeline.embeddings.word2vec import Word2VecSettings, train_word2vec
 
     settings = Word2VecSettings(method=method, vector_size=cfg.vector_size, window=cfg.window, negative=cfg.negative,
-                                sample=cfg.sample, alpha=cfg.alpha, min_alpha=cfg.min_alpha, epochs=cfg.epochs)
+                                sample=cfg.sample, alpha=cfg.alpha, min_alpha=cfg.min_alpha, epochs=cfg.epochs,
+                                workers=cfg.workers)
     return train_word2vec(ids, starts, vocab, settings, progress=progress, checkpoint=checkpoint)
 
 
