@@ -29,6 +29,9 @@ it keeps a frequent word's bias, whose steps have no learning rate, from moving 
 would move it (about sqrt(k) times instead, as k sequential AdaGrad steps would). Parameters are float32 (the
 C tool uses double), so the fit runs on GPUs and uses the vector units on CPUs.
 
+`workers` > 1 splits each epoch's batches among threads (every workers-th batch, one torch thread each) that update
+the shared tables without locks, as the C tool's threads do; the result then varies from run to run.
+
 Why our own code: no Hugging Face library trains GloVe (gensim reads GloVe files but does not train them), and
 the C tool runs on one machine's CPU threads only; this runs on CPU or a GPU (`device`).
 """
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +62,7 @@ class GloVeSettings:
     batch_size: int = 8192        # entries per batched update: larger is faster, and more stale within a batch
     seed: int = 0                 # initialisation and the order of the entries
     grad_clip: float = 100.0      # the C tool's clip on each vector-gradient component
+    workers: int = 1              # threads taking batches at once, Hogwild as the C tool's (1: deterministic)
 
 
 def weighting(x, x_max: float = 10.0, alpha: float = 0.75):
@@ -143,7 +148,8 @@ def train_glove(cooc: Cooccurrences, vocab_words: list[str], settings: GloVeSett
         raise EmbeddingsError(f"{len(vocab_words)} words for a co-occurrence matrix of {cooc.vocab_size}")
     if not len(cooc):
         raise EmbeddingsError("no co-occurrences to train on (an empty corpus, or sentences of one word)")
-    if settings.vector_size < 1 or settings.epochs < 0 or settings.batch_size < 1 or settings.x_max <= 0:
+    if settings.vector_size < 1 or settings.epochs < 0 or settings.batch_size < 1 or settings.x_max <= 0 \
+            or settings.workers < 1:
         raise EmbeddingsError(f"GloVe settings out of range: {settings}")
     if np.any(np.asarray(cooc.values) <= 0):
         raise EmbeddingsError("co-occurrence values must be positive (their log is fitted)")
@@ -163,14 +169,30 @@ def train_glove(cooc: Cooccurrences, vocab_words: list[str], settings: GloVeSett
             getattr(model, name).copy_(resumed.tensors[name])
         generator.set_state(resumed.generator_state)
         first_epoch = resumed.epoch + 1
+    starts = list(range(0, n, settings.batch_size))
     for epoch in range(first_epoch, settings.epochs + 1):
         began = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
-        cost = torch.zeros((), dtype=torch.float64, device=device)
-        for start in range(0, n, settings.batch_size):
-            batch = order[start:start + settings.batch_size]
-            cost += glove_step(model, rows[batch], cols[batch], log_counts[batch], weights[batch],
-                               settings.learning_rate, settings.grad_clip)
+
+        def fit(batch_starts: list[int]) -> torch.Tensor:
+            cost = torch.zeros((), dtype=torch.float64, device=device)
+            for start in batch_starts:
+                batch = order[start:start + settings.batch_size]
+                cost += glove_step(model, rows[batch], cols[batch], log_counts[batch], weights[batch],
+                                   settings.learning_rate, settings.grad_clip)
+            return cost
+
+        if settings.workers == 1:
+            cost = fit(starts)
+        else:  # Hogwild: each worker every workers-th batch, one torch thread each, no locks
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(settings.workers) as pool:
+                    cost = sum(job.result() for job in [pool.submit(fit, starts[worker::settings.workers])
+                                                        for worker in range(settings.workers)])
+            finally:
+                torch.set_num_threads(threads)
         if progress is not None:
             progress(epoch, float(cost) / n, time.perf_counter() - began)
         if not math.isfinite(float(cost)):

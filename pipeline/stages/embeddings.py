@@ -69,7 +69,7 @@ class Config:
     alpha: float = field(default=0.025, metadata={"help": "word2vec: learning rate at the start, decaying linearly to min_alpha."})
     min_alpha: float = field(default=0.0001, metadata={"help": "word2vec: learning rate at the end of the last epoch."})
     epochs: int = field(default=5, metadata={"help": "word2vec: passes over the corpus."})
-    workers: int = field(default=1, metadata={"help": "word2vec: threads updating the vectors at once, Hogwild like gensim's workers (1: deterministic for the seed)."})
+    workers: int = field(default=1, metadata={"help": "Threads updating the vectors at once (word2vec and GloVe), Hogwild like gensim's workers and the GloVe tool's threads (1: deterministic for the seed)."})
     glove_window: int = field(default=10, metadata={"help": "GloVe: symmetric co-occurrence window, pairs weighted 1/distance."})
     x_max: float = field(default=10.0, metadata={"help": "GloVe: count at which the weighting f(x) = (x/x_max)^0.75 reaches 1."})
     glove_epochs: int = field(default=15, metadata={"help": "GloVe: AdaGrad passes over the co-occurrence entries."})
@@ -206,7 +206,7 @@ def train_glove_vectors(cfg: Config, ids, starts, vocab, progress, checkpoint=No
     cooccurrences = count_cooccurrences(ids, starts, len(vocab.words), window=cfg.glove_window)
     counting = time.perf_counter() - start
     settings = GloVeSettings(vector_size=cfg.vector_size, x_max=cfg.x_max, learning_rate=cfg.glove_learning_rate,
-                             epochs=cfg.glove_epochs)
+                             epochs=cfg.glove_epochs, workers=cfg.workers)
     vectors = train_glove(cooccurrences, vocab.words, settings, progress=progress, checkpoint=checkpoint)
     return vectors, {"counting_seconds": round(counting, 3), "counting_tokens_per_second": len(ids) / counting,
                      "cooccurrence_entries": int(len(cooccurrences.values))}

@@ -101,14 +101,16 @@ def planted_corpus(sentences: int = 3000, seed: int = 0) -> list[str]:
     return lines
 
 
-def test_planted_synonyms_are_nearest_neighbours():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_planted_synonyms_are_nearest_neighbours(workers):
     lines = planted_corpus()
     vocab = build_vocabulary(lines, min_count=1)
     ids, starts = encode(lines, vocab)
     cooc = count_cooccurrences(ids, starts, len(vocab), window=5)
     assert cooc.to_dense()[vocab.index["mango"], vocab.index["papaya"]] == 0          # never together
     costs = []
-    vectors = train_glove(cooc, vocab.words, GloVeSettings(vector_size=16, epochs=40, batch_size=64, seed=3),
+    vectors = train_glove(cooc, vocab.words, GloVeSettings(vector_size=16, epochs=40, batch_size=64, seed=3,
+                                                           workers=workers),
                           progress=lambda epoch, cost, seconds: costs.append(cost))
     assert vectors.matrix.shape == (len(vocab), 16) and vectors.matrix.dtype == np.float32
     assert costs[-1] < costs[0] / 5
