@@ -91,8 +91,20 @@ class Recipe:
         section = to_plain(self.sections[stage])
         for name in result_neutral(self.sections[stage]):
             section.pop(name, None)
-        blob = json.dumps({"seed": self.run.seed, stage: section}, sort_keys=True, default=str)
+        blob = json.dumps(_canonical({"seed": self.run.seed, stage: section}), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _canonical(value):
+    """`value` with every integral float written as an int: a recipe's `save_steps: 500` and the `500.0` that
+    config.yaml gives back after a float field is coerced are one setting, so they must give one fingerprint."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 # `TrainingArguments` fields left out of a trainer stage's fingerprint: changing one neither changes the trained

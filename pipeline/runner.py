@@ -42,8 +42,8 @@ PACKAGES = ("torch", "transformers", "datasets", "accelerate", "trl", "peft", "t
 
 def open_run(recipe: config_lib.Recipe, state: PartialState) -> RunDir:
     """The run folder, created with its resolved config.yaml if new (main process only writes). An existing
-    folder's config.yaml and env.json are rewritten only when a stage completes (`record_run`), so a command
-    that fails leaves them as they were."""
+    folder's config.yaml and env.json are rewritten only when a stage completes and when every stage asked for is
+    done or up to date (`record_run`), so a command that fails leaves them as they were."""
     run = RunDir(recipe.run.folder, seed=recipe.run.seed, report_to=recipe.run.report_to)
     if state.is_main_process and not run.config_path.is_file():
         run.root.mkdir(parents=True, exist_ok=True)
@@ -135,6 +135,8 @@ def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False
         results = {}
         for name in stages:
             results[name] = run_stage(recipe, name, run, force=force, verbose=verbose)
+        if state.is_main_process:  # every stage done or up to date: the folder's recipe is this command's
+            record_run(recipe, run, state)
     if state.is_main_process:
         console.print(summary_table(results))
     return results

@@ -131,3 +131,18 @@ def test_a_section_can_declare_its_own_neutral_fields():
     for override in ("ppo.logging_steps=7", "ppo.save_steps=3", "ppo.save_total_limit=9"):
         assert load_recipe(root / "recipes" / "tiny.yaml", [override]).fingerprint("ppo") == base.fingerprint("ppo")
     assert load_recipe(root / "recipes" / "tiny.yaml", ["ppo.kl_coef=0.1"]).fingerprint("ppo") != base.fingerprint("ppo")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_config_yaml_gives_back_every_stage_fingerprint(path, tmp_path):
+    """A run's config.yaml (what `pipeline stage X --run` reads) fingerprints every stage as its recipe did, so
+    finished stages stay up to date (0 for a float field came back as 0.0 and reran pretrain, sft and reward)."""
+    from pipeline.config import dump_yaml, load_recipe
+
+    recipe = load_recipe(path)
+    written = tmp_path / "config.yaml"
+    written.write_text(dump_yaml(recipe))
+    again = load_recipe(written)
+    for stage in recipe.sections:
+        assert again.fingerprint(stage) == recipe.fingerprint(stage), stage
