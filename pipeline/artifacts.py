@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -116,17 +117,29 @@ class RunDir:
         if not (path / "dataset_dict.json").is_file():
             have = sorted(p.parent.name for p in (self.root / "data").glob("*/dataset_dict.json"))
             raise PipelineError(f"{where}: no dataset {name!r} in {self.root / 'data'} (built: {', '.join(have) or 'none'})")
-        # in memory: `map` in the trainers then caches nothing into the data stage's folder
-        return datasets.load_from_disk(str(path), keep_in_memory=True)
+        try:  # in memory: `map` in the trainers then caches nothing into the data stage's folder
+            return datasets.load_from_disk(str(path), keep_in_memory=True)
+        except Exception as e:  # a damaged folder: missing Arrow files, bad JSON (datasets and pyarrow errors)
+            reason = " ".join(str(e).split())[:200]
+            raise PipelineError(f"{where}: {path} is damaged ({type(e).__name__}: {reason}); rerun the data stage "
+                                "with --force") from None
 
     def last_checkpoint(self, stage: str) -> str | None:
-        """The newest complete HF Trainer checkpoint (`checkpoint-<step>/` whose trainer_state.json, written
-        last, parses), or None. A run killed while saving leaves a partial folder that this skips."""
+        """The newest complete checkpoint (`checkpoint-<step>/`, HF Trainer's or ppo's) or None. Complete: its
+        trainer_state.json, written last, is a JSON object with the step, and every state file reads as what it
+        claims (`checkpoint_readable`). A run killed while saving, or a file damaged since, leaves a folder that
+        this skips for the one before it, with a warning."""
         folders = sorted(self.root.joinpath(stage).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
                          if p.name.split("-")[-1].isdigit() else -1)
         for folder in reversed(folders):
-            if _read_json(folder / "trainer_state.json") is not None:
-                return str(folder)
+            state = _read_json(folder / "trainer_state.json")
+            if state is None or not ({"global_step", "step"} & state.keys()):
+                continue
+            damaged = checkpoint_damage(folder)
+            if damaged:
+                print(f"warning: {folder}: skipped, {damaged}", file=sys.stderr)
+                continue
+            return str(folder)
         return None
 
     def marker(self, stage: str) -> dict | None:
@@ -202,8 +215,34 @@ class RunDir:
             shutil.rmtree(self.previous_dir(stage))
 
 
+def checkpoint_damage(folder: Path) -> str | None:
+    """What is wrong with a checkpoint's state files, or None: every safetensors file's header must match its
+    size, every torch.save file (optimizer, scheduler, RNG: `.pt`, `.pth`, `.bin`, `.pkl`) must be a whole zip
+    archive (a cut one has no central directory), every JSON file must parse. Headers only: nothing is loaded."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as weights:
+                    weights.keys()
+            elif path.suffix in (".pt", ".pth", ".bin", ".pkl") and not zipfile.is_zipfile(path):
+                return f"{path.name} is not a whole torch.save archive"
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+        except Exception as e:  # safetensors' own error type, JSON, decoding
+            return f"{path.name} is unreadable ({type(e).__name__})"
+    return None
+
+
 def _read_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when it is missing, unreadable, not JSON or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return value if isinstance(value, dict) else None

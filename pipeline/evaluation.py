@@ -204,13 +204,14 @@ def run_command(args) -> int:
         return print_results(args, {path.name: evaluate_vectors(path, args)}, None)
     found = targets(path, args.checkpoints)
     is_run = len(found) > 1 or is_run_folder(path)
+    eval_folder = RunDir(path).inside(RunDir(path).root / "eval") if is_run else None  # never a symlink out
     results = {}
     with Progress(transient=True, console=_stderr()) as progress:
         progress.add_task("evaluating", total=len(found))
         for target in found:
             results[target.label] = evaluate_target(target, args, progress)
             if is_run:
-                write_json(RunDir(path).root / "eval" / f"{target.label}.json", results[target.label])
+                write_json(eval_folder / f"{target.label}.json", results[target.label])
             progress.advance(progress.task_ids[0])
     return print_results(args, results, path if is_run else None)
 

@@ -60,7 +60,7 @@ def write_report(root: str | Path) -> Path:
     that is not a run or a run with no finished stage."""
     run = RunDir(root)
     stages = finished_stages(run)
-    plots = Plots(run.root / PLOTS_FOLDER)
+    plots = Plots(run.inside(run.root / PLOTS_FOLDER))  # a symlink out of the run is refused
     config = _read_config(run)
     sections = [
         f"# Run report: {run.root.name}\n\nRun folder `{run.root.resolve()}`; stages finished: {', '.join(stages)}.",

@@ -70,7 +70,7 @@ def read_holder(path: Path) -> dict | None:
     """The lock's record, or None when it cannot be read (being written right now, or not JSON)."""
     try:
         holder = json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):  # gone, a folder, unreadable, not JSON
         return None
     return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 

@@ -86,6 +86,16 @@ def locked(folder: Path, state: PartialState):
         lock.release()
 
 
+def check_run_folder(folder: Path) -> None:
+    """The run folder is new, empty, or a run folder (config.yaml inside): never a file, nor an existing folder
+    of something else (`run.output_dir: /` would otherwise write config.yaml and data/ into the root)."""
+    if folder.exists() and not folder.is_dir():
+        raise PipelineError(f"run.output_dir: {folder} is a file, not a folder")
+    if folder.is_dir() and not (folder / "config.yaml").is_file() and any(folder.iterdir()):
+        raise PipelineError(f"run.output_dir: {folder} is a folder that holds other things and no config.yaml, "
+                            "so not a run folder: choose a new or empty folder")
+
+
 def stage_needs(recipe: config_lib.Recipe, name: str) -> tuple[str, ...]:
     """The stages whose outputs `name` reads under this recipe (`needs(cfg)`, else every possible one, NEEDS)."""
     mod = registry.module(name)
@@ -129,6 +139,7 @@ def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False
     library output goes to `<run>/<stage>/log.txt` behind one progress line, unless `verbose`."""
     state = distributed_state()
     _setup_logging(state)
+    check_run_folder(Path(recipe.run.folder))
     with locked(recipe.run.folder, state):
         check_upstream(RunDir(recipe.run.folder), recipe, stages)
         run = open_run(recipe, state)
@@ -277,7 +288,7 @@ def exit_status(command, args) -> int:
     try:
         return command(args)
     except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever the message holds
         return 2
     except StageInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)

@@ -1,4 +1,7 @@
+import json
 import os
+
+import pytest
 
 from pipeline.artifacts import MARKER, RunDir, atomic_write, replace_dir
 
@@ -66,3 +69,31 @@ def test_last_checkpoint_skips_one_killed_while_saving(tmp_path):
     (tmp_path / "pretrain" / "checkpoint-9" ).mkdir()
     (tmp_path / "pretrain" / "checkpoint-9" / "trainer_state.json").write_text("{")
     assert run.last_checkpoint("pretrain") == str(tmp_path / "pretrain" / "checkpoint-10")
+
+
+def _checkpoint(folder, step: int):
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({"w": torch.ones(4)}, str(folder / "model.safetensors"))
+    torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda f: (f / "optimizer.pt").write_bytes((f / "optimizer.pt").read_bytes()[:100]), "optimizer.pt"),
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-8]), "model.safetensors"),
+    (lambda f: (f / "trainer_state.json").write_text("[]"), None),
+    (lambda f: (f / "trainer_state.json").write_text('{"a": 1}'), None),
+    (lambda f: (f / "trainer_state.json").write_bytes(b"\xff\xfe"), None),
+])
+def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, capsys, damage, why):
+    run = RunDir(tmp_path)
+    _checkpoint(tmp_path / "sft" / "checkpoint-3", 3)
+    _checkpoint(tmp_path / "sft" / "checkpoint-6", 6)
+    assert run.last_checkpoint("sft") == str(tmp_path / "sft" / "checkpoint-6")
+    damage(tmp_path / "sft" / "checkpoint-6")
+    assert run.last_checkpoint("sft") == str(tmp_path / "sft" / "checkpoint-3")
+    if why:
+        assert f"checkpoint-6: skipped, {why}" in capsys.readouterr().err
