@@ -3,15 +3,18 @@
     with RunLock(run.root / ".lock", command="pipeline run recipes/tiny.yaml"):
         ...                                   # stages run; a second command on the folder is refused
 
-The lock file is created with `O_CREAT | O_EXCL`, so of two commands starting at once exactly one gets it. A
-second command gets a `PipelineError` naming the holder. A lock left by a process that is gone (same host, pid no
-longer running, e.g. after SIGKILL) is stale: it is taken over with a warning. A lock from another host cannot be
-checked and is never taken over: the message says which file to remove once that run is known to be dead.
-In an `accelerate launch`, only the main process takes the lock; the other ranks belong to the same command.
+The lock is the kernel's (`fcntl.flock` on the file, non-blocking): of two commands starting at once exactly
+one gets it, and it is released when its process ends, however it ends. The file's record (pid, host, since,
+command) only names the holder in the refusal a second command gets. A file left by a process that is gone
+(SIGKILL) holds no flock: it is taken over with a warning. A record from another host is never taken over (a
+flock on a shared disk may not be visible from here): the message says which file to remove once that run is
+known to be dead. In an `accelerate launch`, only the main process takes the lock; the other ranks belong to the
+same command.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -29,6 +32,7 @@ class RunLock:
         self.path = Path(path)
         self.command = command
         self.held = False
+        self.fd = -1
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -39,30 +43,47 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "command": self.command}
-        for _ in range(2):  # a second try only after removing a stale lock
+        for _ in range(3):  # again only if the file was replaced between our open and our lock
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = read_holder(self.path)
-                if holder is None or not is_stale(holder):
-                    raise PipelineError(busy_message(self.path, holder)) from None
-                print(f"warning: {self.path}: taking over a stale lock of pid {holder['pid']} (no longer running)",
-                      file=sys.stderr)
-                self.path.unlink(missing_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # a folder in its place, no permission
+                raise PipelineError(busy_message(self.path, None)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise PipelineError(busy_message(self.path, read_holder(self.path))) from None
+            if not self._same_file(fd):  # released and removed by its holder after our open: take the new one
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f)
-            self.held = True
+            holder = read_holder(self.path)
+            if holder is not None and holder.get("host") != socket.gethostname():
+                os.close(fd)  # another machine's lock on a shared disk: its flock may be invisible from here
+                raise PipelineError(busy_message(self.path, holder))
+            if holder is not None and holder.get("pid") != os.getpid():
+                print(f"warning: {self.path}: taking over the lock of pid {holder['pid']}, no longer running",
+                      file=sys.stderr)
+            record = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": self.command}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+            os.fsync(fd)
+            self.fd, self.held = fd, True
             return
         raise PipelineError(busy_message(self.path, read_holder(self.path)))
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
 
     def release(self) -> None:
         if self.held:
             holder = read_holder(self.path)
             if holder is not None and holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
+                self.path.unlink(missing_ok=True)  # while still holding the flock: no one can take it in between
+            os.close(self.fd)  # releases the flock
             self.held = False
 
 
@@ -73,19 +94,6 @@ def read_holder(path: Path) -> dict | None:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):  # gone, a folder, unreadable, not JSON
         return None
     return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
-
-
-def is_stale(holder: dict) -> bool:
-    """True when the holder ran on this host and its pid is no longer a running process."""
-    if holder.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # exists, owned by another user
-        return False
-    return False
 
 
 def busy_message(path: Path, holder: dict | None) -> str:

@@ -38,7 +38,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     path.write_text(json.dumps({"pid": gone, "host": socket.gethostname(), "since": "earlier"}))
     with RunLock(path):
         assert json.loads(path.read_text())["pid"] == os.getpid()
-    assert f"stale lock of pid {gone}" in capsys.readouterr().err
+    assert f"taking over the lock of pid {gone}, no longer running" in capsys.readouterr().err
 
 
 def test_lock_from_another_host_is_never_taken(tmp_path):
@@ -70,3 +70,32 @@ def test_second_pipeline_command_on_the_same_folder_exits_2_naming_the_holder(fa
     assert len(err) == 1 and f"pid {os.getpid()}" in err[0] and "other.yaml" in err[0]
     assert not (folder / "alpha").exists()
     assert main(["stage", "alpha", "--run", str(folder)]) == 0
+
+
+RACER = """
+import sys, time
+from pipeline.errors import PipelineError
+from pipeline.run_lock import RunLock
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
+try:
+    with RunLock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(1.0)
+except PipelineError:
+    print("refused", flush=True)
+"""
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_of_processes_racing_for_a_lock_exactly_one_gets_it(tmp_path, stale):
+    import time
+
+    path = tmp_path / ".lock"
+    if stale:  # a dead holder's file: every racer may try to take it over, one must win
+        path.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "since": "earlier"}))
+    start = time.time() + 1.5
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(path), str(start)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True) for _ in range(4)]
+    outcomes = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
+    assert outcomes == ["held", "refused", "refused", "refused"]
+    assert not path.exists()
