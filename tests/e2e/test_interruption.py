@@ -103,7 +103,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(name, started, nano_run, tmp_pa
     assert (folder / name / "_SUCCESS").is_file()
 
 
-def test_nan_loss_stops_sft_naming_the_step_and_keeps_the_last_checkpoint(nano_run, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_nan_loss_stops_sft_naming_the_step_and_keeps_the_last_checkpoint(poison, nano_run, tmp_path, monkeypatch,
+                                                                           capsys):
     from trl import SFTTrainer
 
     folder = upstream_of("sft", nano_run, tmp_path / "run")
@@ -114,7 +116,7 @@ def test_nan_loss_stops_sft_naming_the_step_and_keeps_the_last_checkpoint(nano_r
         if model.training:
             calls["train"] += 1
             if calls["train"] == 5:
-                return (loss[0] * float("nan"), *loss[1:]) if isinstance(loss, tuple) else loss * float("nan")
+                return (loss[0] * poison, *loss[1:]) if isinstance(loss, tuple) else loss * poison
         return loss
 
     monkeypatch.setattr(SFTTrainer, "compute_loss", poisoned)
