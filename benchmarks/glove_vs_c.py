@@ -83,12 +83,13 @@ def ours(lines: list[str], args) -> dict:
     cooc = count_cooccurrences(ids, starts, len(vocab), window=args.window)
     counted = time.perf_counter()
     settings = GloVeSettings(vector_size=args.dim, x_max=args.x_max, epochs=args.epochs,
-                             batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
+                             batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                             workers=args.workers)
     vectors = train_glove(cooc, vocab.words, settings, device=args.device,
                           progress=lambda e, c, s: print(f"  epoch {e}: cost {c:.4f} ({s:.1f} s)", flush=True))
     trained = time.perf_counter()
     accuracy, spearman = evaluate(vectors)
-    return {"tool": f"ours ({args.device}, {torch.get_num_threads()} threads, batch {args.batch_size})",
+    return {"tool": f"ours ({args.device}, {torch.get_num_threads()} threads, {args.workers} workers, batch {args.batch_size})",
             "vocab": len(vocab), "tokens": len(ids), "nnz": len(cooc),
             "vocab_encode_s": encoded - began, "count_s": counted - encoded,
             "count_tok_s": len(ids) / (counted - encoded), "train_s": trained - counted,
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--c-tool", help="folder of the built C tool (vocab_count, cooccur, shuffle, glove)")
     parser.add_argument("--threads", type=int, default=2, help="the C tool's -threads and our torch threads")
+    parser.add_argument("--workers", type=int, default=1, help="our Hogwild threads (each with one torch thread)")
     parser.add_argument("--skip-ours", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

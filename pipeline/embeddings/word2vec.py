@@ -35,21 +35,14 @@ What differs from word2vec.c and gensim (which update one pair at a time, Hogwil
 - The exact sigmoid (word2vec clips |score| >= 6 and skips those updates; it reads a 1000-entry table).
 - Words per second and progress count in-vocabulary corpus words (before subsampling).
 
-- `workers` > 1 trains like gensim's worker threads: each thread takes every workers-th batch of an epoch with its
-  own generator and one torch thread, and all update the shared matrices without locks (Hogwild; torch kernels
-  release the GIL). Updates then interleave in no fixed order: results vary from run to run, as gensim's do with
-  several workers. A resumed epoch checkpoint still restores the matrices and the schedule.
-
 We wrote our own because no Hugging Face library trains word2vec, and gensim (the reference we benchmark
-against, benchmarks/_w2v_probe.py) runs on CPU only. Deterministic for a seed on CPU with one worker.
+against, benchmarks/_w2v_probe.py) runs on CPU only. Deterministic for a seed on CPU.
 Not implemented: hierarchical softmax (negative sampling only), multi-process training.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -80,14 +73,13 @@ class Word2VecSettings:
     ns_exponent: float = 0.75       # the unigram^0.75 noise distribution
     row_cap: float = 128.0          # a row updated by n > row_cap pairs in a batch gets its sum x row_cap / n
                                     # (skipgram diverged at 256 with 4096-word batches)
-    workers: int = 1                # threads training batches at once, Hogwild as gensim's workers (1: deterministic)
     seed: int = 0
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise EmbeddingsError(f"method: expected one of {METHODS}, got {self.method!r}")
         for name in ("vector_size", "window", "negative", "epochs", "batch_words", "negative_group",
-                     "group_negatives", "row_cap", "workers"):
+                     "group_negatives", "row_cap"):
             if getattr(self, name) < 1:
                 raise EmbeddingsError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if not 0 < self.min_alpha <= self.alpha:
@@ -242,47 +234,27 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
         w_out.copy_(resumed.tensors["w_out"])
         generator.set_state(resumed.generator_state)
         first_epoch, done = resumed.epoch, resumed.scalars["words_done"]
-    counter = threading.Lock()
-
-    def train_batches(pairs: list[tuple[int, int]], rng: torch.Generator) -> None:
-        nonlocal done
-        for first, last in pairs:
+    for epoch in range(first_epoch, settings.epochs):
+        for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             begin = int(starts[first])
             end = int(starts[last]) if last < len(starts) else len(ids)
             lr = settings.alpha - (settings.alpha - settings.min_alpha) * done / total
             words = corpus[begin:end]
-            kept = subsample(words, keep, rng)
+            kept = subsample(words, keep, generator)
             sentence = torch.repeat_interleave(torch.arange(last - first, device=device), lengths[first:last])
             words, sentence = words[kept], sentence[kept]
             if len(words) > 1:
-                windows = dynamic_windows(len(words), settings.window, rng, device)
-                grads = step(w_in[words], w_out[words], windows, sentence, lr, settings, rng, cumulative, w_out)
+                windows = dynamic_windows(len(words), settings.window, generator, device)
+                grads = step(w_in[words], w_out[words], windows, sentence, lr, settings, generator, cumulative,
+                             w_out)
                 grad_x, x_uses, grad_y, y_uses, noise_ids, neg_rows, noise_uses = grads
                 out_ids = torch.cat([words, noise_ids])
                 w_in.index_add_(0, words, _capped(grad_x, words, x_uses, vocab_size, settings.row_cap))
                 w_out.index_add_(0, out_ids, _capped(torch.cat([grad_y, neg_rows]), out_ids,
                                                      torch.cat([y_uses, noise_uses]), vocab_size, settings.row_cap))
-            with counter:
-                done += end - begin
-                if progress is not None:
-                    progress(done, total)
-
-    batches = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
-    for epoch in range(first_epoch, settings.epochs):
-        if settings.workers == 1:
-            train_batches(batches, generator)
-        else:  # Hogwild: each worker its own batches (interleaved) and generator, one torch thread each
-            rngs = [torch.Generator(device=device).manual_seed(settings.seed + 7919 * (epoch + 1) + worker)
-                    for worker in range(settings.workers)]
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(settings.workers) as pool:
-                    for job in [pool.submit(train_batches, batches[worker::settings.workers], rngs[worker])
-                                for worker in range(settings.workers)]:
-                        job.result()
-            finally:
-                torch.set_num_threads(threads)
+            done += end - begin
+            if progress is not None:
+                progress(done, total)
         if checkpoint is not None and epoch + 1 < settings.epochs:
             checkpoint.save(EpochState(epoch + 1, {"w_in": w_in, "w_out": w_out}, generator.get_state(),
                                        {"words_done": done}))
