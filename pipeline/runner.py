@@ -77,9 +77,15 @@ def on_main_process(state: PartialState, action) -> None:
 
 @contextmanager
 def locked(folder: Path, state: PartialState):
-    """Hold `<run>/.lock` for this command (main process); every rank raises the main one's refusal."""
+    """Check the folder can be a run folder and hold `<run>/.lock` for this command (main process); every rank
+    raises the main one's refusal."""
     lock = RunLock(Path(folder) / ".lock", command=" ".join(sys.argv))
-    on_main_process(state, lock.acquire)
+
+    def check_and_take() -> None:  # on the main process only: the others would see its .lock as a stranger's file
+        check_run_folder(Path(folder))
+        lock.acquire()
+
+    on_main_process(state, check_and_take)
     try:
         yield
     finally:
@@ -139,7 +145,6 @@ def run_stages(recipe: config_lib.Recipe, stages: list[str], force: bool = False
     library output goes to `<run>/<stage>/log.txt` behind one progress line, unless `verbose`."""
     state = distributed_state()
     _setup_logging(state)
-    check_run_folder(Path(recipe.run.folder))
     with locked(recipe.run.folder, state):
         check_upstream(RunDir(recipe.run.folder), recipe, stages)
         run = open_run(recipe, state)

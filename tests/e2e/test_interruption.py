@@ -170,11 +170,12 @@ def test_embeddings_killed_twice_end_with_the_vectors_of_a_run_never_stopped(tmp
     """Killed after CBOW's first epoch, then after GloVe's first epoch (CBOW finished): the rerun keeps the
     finished method, continues GloVe from its checkpoint, and every vector file equals the uninterrupted run's."""
     import random
+    import string
 
-    rng = random.Random(0)
-    words = [f"w{i}" for i in range(400)]
+    rng = random.Random(0)  # ~2,000 six-letter words (the stage keeps letters only): epochs of ~0.4-0.8 s
+    words = sorted({"".join(rng.choice(string.ascii_lowercase) for _ in range(6)) for _ in range(2000)})
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(" ".join(rng.choice(words[: rng.randint(20, 400)]) for _ in range(12))
+    corpus.write_text("\n".join(" ".join(rng.choice(words[: rng.randint(20, len(words))]) for _ in range(12))
                                 for _ in range(40000)) + "\n")
     section = {"methods": ["cbow", "glove"], "corpus_file": str(corpus), "min_count": 1, "epochs": 3,
                "glove_epochs": 3, "vector_size": 16}
@@ -189,3 +190,4 @@ def test_embeddings_killed_twice_end_with_the_vectors_of_a_run_never_stopped(tmp
         for name in ("vectors.txt", "vectors.bin"):
             assert (killed / "embeddings" / method / name).read_bytes() == (base / "embeddings" / method / name).read_bytes()
     assert not list((killed / "embeddings").glob(".*.checkpoint"))
+    assert json.loads((base / "embeddings" / "metrics.json").read_text())["vocabulary"] > 1900
