@@ -261,11 +261,11 @@ def load_model(folder: Path, kind: str | None = None):
         elif is_adapter(folder):
             from peft import AutoPeftModelForSequenceClassification
 
-            model = AutoPeftModelForSequenceClassification.from_pretrained(str(folder)).merge_and_unload()
+            model = AutoPeftModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True).merge_and_unload()
         else:
             from transformers import AutoModelForSequenceClassification
 
-            model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
     except (OSError, ValueError, KeyError) as e:
         raise PipelineError(f"{folder}: cannot load the model: {' '.join(str(e).split())[:300]}") from None
     return model.to(device()).eval()

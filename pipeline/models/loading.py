@@ -15,10 +15,10 @@ def load_causal_lm(folder: str | Path):
     if is_adapter(folder):
         from peft import AutoPeftModelForCausalLM
 
-        return AutoPeftModelForCausalLM.from_pretrained(str(folder)).merge_and_unload()
+        return AutoPeftModelForCausalLM.from_pretrained(str(folder), use_safetensors=True).merge_and_unload()
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(folder))
+    return AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
 
 
 def load_reward_base(folder: str | Path, scratch: Path):
@@ -30,13 +30,13 @@ def load_reward_base(folder: str | Path, scratch: Path):
     from transformers import AutoModelForSequenceClassification
 
     if not is_adapter(folder):
-        return AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1)
+        return AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, use_safetensors=True)
     state = PartialState()
     try:
         with state.main_process_first():
             if state.is_main_process:
                 load_causal_lm(folder).save_pretrained(scratch)
-            model = AutoModelForSequenceClassification.from_pretrained(str(scratch), num_labels=1)
+            model = AutoModelForSequenceClassification.from_pretrained(str(scratch), num_labels=1, use_safetensors=True)
         state.wait_for_everyone()  # every rank has read it
     finally:
         if state.is_main_process:

@@ -200,7 +200,7 @@ def load_reward_model(path):
     labels = AutoConfig.from_pretrained(str(path)).num_labels
     if labels != 1:
         raise PipelineError(f"ppo: the reward model at {path} has {labels} labels; PPO needs one scalar (num_labels 1)")
-    return AutoModelForSequenceClassification.from_pretrained(str(path))
+    return AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
 
 
 def load_policy(path):
@@ -208,8 +208,8 @@ def load_policy(path):
     if is_adapter(path):
         from peft import AutoPeftModelForCausalLM
 
-        return AutoPeftModelForCausalLM.from_pretrained(str(path), is_trainable=True), None
-    policy = AutoModelForCausalLM.from_pretrained(str(path))
+        return AutoPeftModelForCausalLM.from_pretrained(str(path), is_trainable=True, use_safetensors=True), None
+    policy = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True)
     reference = copy.deepcopy(policy).requires_grad_(False)
     return policy, reference
 

@@ -261,7 +261,7 @@ def model_flops_utilization(params: int, config, block_size: int, tokens_per_sec
 
 
 def sample(folder, tokenizer, prompts: list[str], max_new_tokens: int = 24) -> list[str]:
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
     model.eval()
     outputs = []
     for prompt in prompts:

@@ -90,7 +90,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     out = run.stage_dir(NAME)
     final = save_final(trainer, tokenizer, out, merge=cfg.merge)  # every rank; the main one writes
     if state.is_main_process:
-        metrics.update(evaluate(AutoModelForSequenceClassification.from_pretrained(final)
+        metrics.update(evaluate(AutoModelForSequenceClassification.from_pretrained(final, use_safetensors=True)
                                 if not cfg.use_peft or cfg.merge else trainer.model, pairs, skipped, out))
     state.wait_for_everyone()
     return metrics

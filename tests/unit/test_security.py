@@ -22,7 +22,8 @@ def test_the_scan_sees_the_code():
 
 
 @pytest.mark.parametrize("pattern, what", [
-    (r"trust_remote_code\s*[=:]\s*(True|true|1)\b", "remote code trusted"),
+    (r"trust_remote_code[\"']?\s*(:\s*bool\s*)?[=:]\s*(True|true|1)\b", "remote code trusted"),
+    (r"allow_pickle\s*=\s*True|read_pickle\(|pickle\.Unpickler|from torch import load\b", "pickle loading"),
     (r"\bpickle\.loads?\(|\bdill\.|\bjoblib\.load\(", "pickle loading"),
     (r"torch\.load\((?![^)]*weights_only\s*=\s*True)", "torch.load without weights_only=True"),
     (r"(use_safetensors|safe_serialization)\s*=\s*False", "pickled weights"),
@@ -77,3 +78,20 @@ def test_every_saved_model_is_safetensors_only(nano_run):
         assert any(folder.glob("*.safetensors")), folder
         pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
         assert not pickles, f"{folder}: {pickles}"
+
+
+def test_a_model_folder_with_pickled_weights_only_is_refused(nano_run, tmp_path, capsys):
+    """`pytorch_model.bin` (a pickle) is never loaded: every model load asks transformers for safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    final = nano_run / "pretrain" / "final"
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((final / name).read_bytes())
+    torch.save(load_file(final / "model.safetensors"), folder / "pytorch_model.bin")
+    text = tmp_path / "text.txt"
+    text.write_text("Mara lives in Dublin. Her friend is Tariq.\n")
+    assert main(["eval", str(folder), "--suite", "bpb", "--data", str(text)]) == 2  # evaluated it before
+    assert "no file named model.safetensors" in capsys.readouterr().err
