@@ -65,6 +65,8 @@ def corrupt_weights(run: Path, copy: Path | None = None) -> None:
 CASES = {
     "malformed yaml": (lambda run, tmp: ["run", recipe(tmp, "sft: {learning_rate: [1,\n"), f"run.output_dir={run}"],
                        ["recipe.yaml", "YAML"]),
+    "duplicate key": (lambda run, tmp: ["run", recipe(tmp, "sft: {learning_rate: 0.1}\nsft: {learning_rate: 0.2}\n"),
+                                        f"run.output_dir={run}"], ["recipe.yaml", "duplicate key 'sft'", "line 2"]),
     "unknown section": (lambda run, tmp: ["run", recipe(tmp, "sftt: {}\n"), f"run.output_dir={run}"],
                         ["recipe.yaml", "sftt"]),
     "unknown key": (lambda run, tmp: ["stage", "sft", "--run", str(run), "sft.learnig_rate=0.1"],
