@@ -68,14 +68,17 @@ def stage(name: str, folder: Path, *overrides: str) -> None:
     assert main(["stage", name, "--run", str(folder), *overrides]) == 0
 
 
-def kill_when(proc, marker: Path, timeout: float = 300) -> None:
-    """SIGKILL `proc` as soon as `marker` exists (a checkpoint's last file), or when it ends or time runs out."""
+def kill_when(proc, marker: Path, timeout: float = 300, delay: float = 0.0) -> None:
+    """SIGKILL `proc` `delay` seconds after `marker` exists (a checkpoint's last file), or when it ends or time
+    runs out. A delay lands the kill at a step that depends on the machine's speed: mid-step, mid-save or later."""
     import signal
     import time
 
     deadline = time.time() + timeout
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    if delay and proc.poll() is None:
+        time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
