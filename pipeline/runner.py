@@ -97,7 +97,7 @@ def check_run_folder(folder: Path) -> None:
     of something else (`run.output_dir: /` would otherwise write config.yaml and data/ into the root)."""
     if folder.exists() and not folder.is_dir():
         raise PipelineError(f"run.output_dir: {folder} is a file, not a folder")
-    if folder.is_dir() and not (folder / "config.yaml").is_file() and any(folder.iterdir()):
+    if folder.is_dir() and not (folder / "config.yaml").is_file() and any(p.name != ".lock" for p in folder.iterdir()):
         raise PipelineError(f"run.output_dir: {folder} is a folder that holds other things and no config.yaml, "
                             "so not a run folder: choose a new or empty folder")
 
