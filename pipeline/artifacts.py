@@ -127,15 +127,15 @@ class RunDir:
     def last_checkpoint(self, stage: str) -> str | None:
         """The newest complete checkpoint (`checkpoint-<step>/`, HF Trainer's or ppo's) or None. Complete: its
         trainer_state.json, written last, is a JSON object with the step, and every state file reads as what it
-        claims (`checkpoint_readable`). A run killed while saving, or a file damaged since, leaves a folder that
+        claims (`files_damage`). A run killed while saving, or a file damaged since, leaves a folder that
         this skips for the one before it, with a warning."""
         folders = sorted(self.root.joinpath(stage).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
                          if p.name.split("-")[-1].isdigit() else -1)
         for folder in reversed(folders):
-            state = _read_json(folder / "trainer_state.json")
+            state = read_json_object(folder / "trainer_state.json")
             if state is None or not ({"global_step", "step"} & state.keys()):
                 continue
-            damaged = checkpoint_damage(folder)
+            damaged = files_damage(folder)
             if damaged:
                 print(f"warning: {folder}: skipped, {damaged}", file=sys.stderr)
                 continue
@@ -143,7 +143,7 @@ class RunDir:
         return None
 
     def marker(self, stage: str) -> dict | None:
-        return _read_json(self.root / stage / MARKER)
+        return read_json_object(self.root / stage / MARKER)
 
     def metrics(self, stage: str) -> dict:
         path = self.root / stage / "metrics.json"
@@ -169,7 +169,7 @@ class RunDir:
         """
         path = self.inside(self.root / stage)
         started = {"fingerprint": fingerprint, "upstream": self.upstream_ids(needs)}
-        resumable = path.is_dir() and self.marker(stage) is None and _read_json(path / STARTED) == started
+        resumable = path.is_dir() and self.marker(stage) is None and read_json_object(path / STARTED) == started
         if not resumable and path.exists():
             if self.marker(stage) is not None:
                 previous = self.previous_dir(stage)
@@ -215,10 +215,11 @@ class RunDir:
             shutil.rmtree(self.previous_dir(stage))
 
 
-def checkpoint_damage(folder: Path) -> str | None:
-    """What is wrong with a checkpoint's state files, or None: every safetensors file's header must match its
-    size, every torch.save file (optimizer, scheduler, RNG: `.pt`, `.pth`, `.bin`, `.pkl`) must be a whole zip
-    archive (a cut one has no central directory), every JSON file must parse. Headers only: nothing is loaded."""
+def files_damage(folder: Path) -> str | None:
+    """What is wrong with the saved files of a model, tokenizer or checkpoint folder (and its subfolders), or
+    None: every safetensors file's header must match its size, every torch.save file (optimizer, scheduler, RNG:
+    `.pt`, `.pth`, `.bin`, `.pkl`) must be a whole zip archive (a cut one has no central directory), every JSON
+    file must parse. Headers only: nothing is loaded."""
     import zipfile
 
     from safetensors import safe_open
@@ -239,7 +240,7 @@ def checkpoint_damage(folder: Path) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json_object(path: Path) -> dict | None:
     """A JSON object from `path`, or None when it is missing, unreadable, not JSON or not an object."""
     try:
         value = json.loads(path.read_text())

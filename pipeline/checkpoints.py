@@ -44,19 +44,13 @@ def read_json(path: Path) -> dict:
 
 
 def verify_files(folder: Path) -> None:
-    """A one-line error naming the first file of a saved model or tokenizer folder that cannot be read: a JSON
-    file that does not parse, a safetensors file whose header is broken or whose size disagrees with it (a
-    truncated copy). Reads headers only, not the weights."""
-    from safetensors import safe_open
+    """A one-line error naming the first file of a saved model or tokenizer folder that cannot be read
+    (`artifacts.files_damage`: headers and JSON, not the weights)."""
+    from pipeline.artifacts import files_damage
 
-    for path in sorted(folder.glob("*.json")):
-        read_json(path)
-    for path in sorted(folder.glob("*.safetensors")):
-        try:
-            with safe_open(str(path), framework="pt") as weights:
-                weights.keys()
-        except Exception as e:  # safetensors raises its own SafetensorError (not an OSError) for a bad header
-            raise PipelineError(f"{path}: unreadable safetensors file ({' '.join(str(e).split())[:200]})") from None
+    damage = files_damage(folder)
+    if damage:
+        raise PipelineError(f"{folder}: {damage}")
 
 
 def is_run_folder(path: Path) -> bool:

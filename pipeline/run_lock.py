@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.artifacts import read_json_object
 from pipeline.errors import PipelineError
 
 
@@ -88,12 +89,9 @@ class RunLock:
 
 
 def read_holder(path: Path) -> dict | None:
-    """The lock's record, or None when it cannot be read (being written right now, or not JSON)."""
-    try:
-        holder = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):  # gone, a folder, unreadable, not JSON
-        return None
-    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+    """The lock's record, or None when it cannot be read (gone, a folder, not JSON, no pid)."""
+    holder = read_json_object(Path(path))
+    return holder if holder is not None and isinstance(holder.get("pid"), int) else None
 
 
 def busy_message(path: Path, holder: dict | None) -> str:

@@ -155,7 +155,7 @@ class PPOTrainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(total_updates, 1)))
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         # not prepared: accelerate would step it once per process. Not registered for accelerate's checkpointing
-        # either, which would pickle it (and unpickle with weights_only=False): its state goes into our JSON.
+        # either, which would pickle it and read it back as a full pickle: its state goes into our JSON.
         self.scheduler = scheduler
         self.reward_model = reward_model.to(accelerator.device).eval()
         self.reference = reference.to(accelerator.device).eval() if reference is not None else None

@@ -25,7 +25,7 @@ def test_the_scan_sees_the_code():
     (r"trust_remote_code[\"']?\s*(:\s*bool\s*)?[=:]\s*(True|true|1)\b", "remote code trusted"),
     (r"allow_pickle\s*=\s*True|read_pickle\(|pickle\.Unpickler|from torch import load\b", "pickle loading"),
     (r"\bpickle\.loads?\(|\bdill\.|\bjoblib\.load\(", "pickle loading"),
-    (r"torch\.load\((?![^)]*weights_only\s*=\s*True)", "torch.load without weights_only=True"),
+    (r"torch\.load\((?![^)]*weights_only\s*=\s*True)|weights_only\s*=\s*False", "torch.load without weights_only=True"),
     (r"(use_safetensors|safe_serialization)\s*=\s*False", "pickled weights"),
 ])
 def test_no_source_file_does_it(pattern, what):
