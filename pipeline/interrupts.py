@@ -55,12 +55,6 @@ def graceful_interrupts(enabled: bool = True):
         _requested = False
 
 
-def request_interrupt() -> None:
-    """What the first SIGINT does (for tests and for code that wants the same stop)."""
-    global _requested
-    _requested = True
-
-
 def interrupt_requested() -> bool:
     """True once SIGINT arrived in this process, or in any process of the group (a collective then)."""
     return any_rank(_requested)
