@@ -21,7 +21,9 @@ wordsim353.tsv, simlex999.txt), which needs gensim installed (the peer, not a de
 Numbers (per method in its metrics.json; `<method>_<key>` in the stage's):
     words              in-vocabulary corpus words (after min_count, before subsampling)
     seconds            the method's wall time: training, and for GloVe counting + training (not evaluation)
-    words_per_second   word2vec: words x epochs / seconds; GloVe: words / seconds (one pass of counting)
+    words_per_second   word2vec: words x epochs trained in this attempt / seconds; GloVe: words / seconds (one
+                       pass of counting)
+    resumed_from_epoch epochs an interrupted earlier attempt had finished (0: trained in one go)
     counting_tokens_per_second   GloVe: words / counting seconds
     analogy.<set>      `analogy_accuracy`: correct / answered (skipped = questions with a word outside the top
                        `restrict_vocab`), with `chance` = 1 / (restrict_vocab used - 3): a uniform guess
@@ -171,6 +173,8 @@ def train_and_save(method: str, cfg: Config, ids, starts, vocab, out: Path, chec
     from pipeline import console
     from pipeline.embeddings.vectors import write_binary, write_text
 
+    resumed = checkpoint.load()
+    resumed_from = resumed.epoch if resumed is not None else 0  # epochs an earlier attempt finished
     start = time.perf_counter()
     if method == "glove":  # progress per epoch, with the mean cost
         vectors, counting = train_glove_vectors(cfg, ids, starts, vocab, lambda epoch, cost, seconds: console.update(
@@ -185,8 +189,9 @@ def train_and_save(method: str, cfg: Config, ids, starts, vocab, out: Path, chec
     write_binary(scratch / "vectors.bin", vectors)
     replace_dir(scratch, out / method)
     passes = cfg.glove_epochs if method == "glove" else cfg.epochs
+    trained = 1 if method == "glove" else passes - resumed_from  # word2vec: the epochs this attempt trained
     return {"method": method, "seconds": round(seconds, 3), "words": int(len(ids)), "epochs": passes,
-            "words_per_second": len(ids) * (1 if method == "glove" else passes) / seconds, **counting}
+            "resumed_from_epoch": resumed_from, "words_per_second": len(ids) * trained / seconds, **counting}
 
 
 def train_word2vec_vectors(method: str, cfg: Config, ids, starts, vocab, progress, checkpoint=None):

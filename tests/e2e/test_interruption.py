@@ -194,3 +194,7 @@ def test_embeddings_killed_twice_end_with_the_vectors_of_a_run_never_stopped(tmp
             assert (killed / "embeddings" / method / name).read_bytes() == (base / "embeddings" / method / name).read_bytes()
     assert not list((killed / "embeddings").glob(".*.checkpoint"))
     assert json.loads((base / "embeddings" / "metrics.json").read_text())["vocabulary"] > 1900
+    resumed = {m: json.loads((killed / "embeddings" / m / "metrics.json").read_text())["resumed_from_epoch"]
+               for m in ("cbow", "glove")}
+    assert resumed == {"cbow": 1, "glove": 1}  # each continued from its first epoch's checkpoint
+    assert json.loads((base / "embeddings" / "cbow" / "metrics.json").read_text())["resumed_from_epoch"] == 0
