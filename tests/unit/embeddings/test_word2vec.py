@@ -117,3 +117,23 @@ def test_errors():
         train_word2vec(np.array([0, 2], np.int32), np.array([0]), vocab, Word2VecSettings())
     with pytest.raises(EmbeddingsError, match="sentence_starts"):
         train_word2vec(np.array([0, 1], np.int32), np.array([1]), vocab, Word2VecSettings())
+
+
+def test_shared_negatives_weigh_each_noise_word_negative_over_group_negatives(monkeypatch):
+    """Two positions in one group share noise words y0 = 0.5, y1 = -1 (1-d vectors), each weighted
+    negative / group_negatives = 4 / 2; lr 0.1, pair counts (weights) 1 and 2. By hand, with s = sigmoid:
+      grad x0 = -0.1*2*1*(s(0.5)*0.5 + s(-1)*(-1)) = -0.2*(0.3112297 - 0.2689414)            = -0.0084577
+      grad x1 = -0.1*2*2*(s(1)*0.5 + s(-2)*(-1))   = -0.4*(0.3655293 - 0.1192029)            = -0.0985306
+      grad y0 = -0.1*2*(1*s(0.5)*1 + 2*s(1)*2)     = -0.2*(0.6224593 + 2.9242344)            = -0.7093387
+      uses of each noise word = (1 + 2) * 4 / 2 = 6"""
+    from pipeline.embeddings import word2vec
+
+    monkeypatch.setattr(word2vec, "draw_noise", lambda cumulative, n, generator: torch.tensor([0, 1]))
+    settings = Word2VecSettings(negative=4, negative_group=2, group_negatives=2)
+    grad_x, ids, grad_rows, uses = word2vec._negative_step(
+        torch.tensor([[1.0], [2.0]]), torch.tensor([[0.5], [-1.0]]), torch.tensor([1.0, 2.0]), 0.1, settings,
+        None, None)
+    assert ids.tolist() == [0, 1]
+    assert grad_x[:, 0].tolist() == pytest.approx([-0.0084577, -0.0985306], abs=1e-7)
+    assert grad_rows[0, 0].item() == pytest.approx(-0.7093387, abs=1e-7)
+    assert uses.tolist() == [6.0, 6.0]
