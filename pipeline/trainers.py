@@ -14,6 +14,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import DistributedType
 from transformers import TrainerCallback
+from transformers.trainer_utils import TrainOutput
 
 from pipeline.artifacts import RunDir, replace_dir
 from pipeline.console import TrainerProgress
@@ -144,7 +145,7 @@ def history(trainer, key: str) -> list[list[float]]:
 def last_loss(trainer, train_output) -> float:
     """The last logged training loss (the final logging window), or the run's mean if none was logged."""
     logged = history(trainer, "loss")
-    return logged[-1][1] if logged else train_output.metrics["train_loss"]
+    return logged[-1][1] if logged else train_output.metrics.get("train_loss", train_output.training_loss)
 
 
 class StopOnNonFinite(TrainerCallback):
@@ -167,6 +168,34 @@ class StopOnNonFinite(TrainerCallback):
             raise PipelineError(f"{self.stage}: non-finite gradient (NaN or inf) at step {state.global_step + 1}; "
                                 f"stopped before the update; last good checkpoint: {last or 'none yet'}")
         return control
+
+
+class _AlreadyTrained(Exception):
+    """Raised by `StopWhenAlreadyTrained` out of `Trainer.train`; caught by `train_resuming`."""
+
+
+class StopWhenAlreadyTrained(TrainerCallback):
+    """Ends `Trainer.train` before its first step when the resumed checkpoint is already at `max_steps`.
+
+    transformers checks for the end of training only after a step, so resuming a checkpoint saved at the last
+    step (a process killed between that save and the final one) trains one step more than asked for, unlike
+    the uninterrupted run. The checkpoint's weights and state are loaded by then; nothing has been updated."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if 0 < state.max_steps <= state.global_step:
+            raise _AlreadyTrained
+        return control
+
+
+def train_resuming(trainer, run: RunDir, stage: str) -> TrainOutput:
+    """`trainer.train()`, resumed from the stage's last complete checkpoint if it has one. A checkpoint taken at
+    the last step gives the trainer that checkpoint's weights and state and trains no further step (its
+    `TrainOutput` then has no metrics: the loss history is in `trainer.state.log_history`)."""
+    trainer.add_callback(StopWhenAlreadyTrained())
+    try:
+        return trainer.train(resume_from_checkpoint=run.last_checkpoint(stage))
+    except _AlreadyTrained:
+        return TrainOutput(trainer.state.global_step, float("nan"), {})
 
 
 def stage_callbacks(stage: str) -> list[TrainerCallback]:

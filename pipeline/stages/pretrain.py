@@ -47,7 +47,8 @@ from pipeline.data.packing import BlockDataset, WindowDataset, pack, save_blocks
 from pipeline.errors import PipelineError
 from pipeline.metrics.lm import bits_per_byte, token_byte_lengths, windows
 from pipeline.models.sizes import ARCHITECTURES, SIZES, build_config
-from pipeline.trainers import check_precision, check_sizes, history, last_loss, runtime_args, save_final, stage_callbacks
+from pipeline.trainers import (check_precision, check_sizes, history, last_loss, runtime_args,
+                               save_final, stage_callbacks, train_resuming)
 
 NAME, NEEDS = "pretrain", ("data", "tokenizer")
 SAVES_ON_INTERRUPT = True  # Ctrl-C: checkpoint, then stop (pipeline.interrupts)
@@ -111,7 +112,7 @@ def run(cfg: Config, run: RunDir) -> dict:
                               eval_dataset=WindowDataset(out / "packed" / "validation_stream.npy", cfg.block_size),
                               callbacks=[timer, *stage_callbacks(NAME)])
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
+    result = train_resuming(trainer, run, NAME)
     timer.wall = time.perf_counter() - start
     validation = score_validation(trainer, tokenizer, out / "packed" / "validation_stream.npy", cfg.block_size)
     metrics = summarize(cfg, args, trainer, result, timer, validation, model)

@@ -24,7 +24,8 @@ from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
 from pipeline.metrics.reward import held_out_pairs, pair_metrics, plot_calibration, score_pairs
 from pipeline.models.loading import is_adapter, load_reward_base
-from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final, stage_callbacks
+from pipeline.trainers import (FineTuneArguments, held_out, history, last_loss, runtime_args,
+                               save_final, stage_callbacks, train_resuming)
 
 NAME, NEEDS = "reward", ("data", "pretrain", "sft")
 SAVES_ON_INTERRUPT = True  # Ctrl-C: checkpoint, then stop (pipeline.interrupts)
@@ -85,7 +86,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     if not len(pairs):  # before training: nothing to evaluate on
         raise PipelineError(f"reward.max_length: all {skipped} pairs of {cfg.dataset!r} split {cfg.eval_split!r} are "
                             f"longer than {cfg.max_length} tokens")
-    result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
+    result = train_resuming(trainer, run, NAME)
     metrics = {"train_loss": last_loss(trainer, result), "loss_history": history(trainer, "loss")}
     out = run.stage_dir(NAME)
     final = save_final(trainer, tokenizer, out, merge=cfg.merge)  # every rank; the main one writes

@@ -23,7 +23,8 @@ from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
 from pipeline.metrics.qa import qa_floors, score_qa
 from pipeline.models.loading import load_causal_lm
-from pipeline.trainers import FineTuneArguments, held_out, history, last_loss, runtime_args, save_final, stage_callbacks
+from pipeline.trainers import (FineTuneArguments, held_out, history, last_loss, runtime_args,
+                               save_final, stage_callbacks, train_resuming)
 
 NAME, NEEDS = "sft", ("data", "pretrain")
 SAVES_ON_INTERRUPT = True  # Ctrl-C: checkpoint, then stop (pipeline.interrupts)
@@ -68,7 +69,7 @@ def run(cfg: Config, run: RunDir) -> dict:
                          processing_class=tokenizer, train_dataset=ds["train"], eval_dataset=validation,
                          peft_config=cfg.lora_config("CAUSAL_LM") if cfg.use_peft else None,
                          callbacks=stage_callbacks(NAME))
-    result = trainer.train(resume_from_checkpoint=run.last_checkpoint(NAME))
+    result = train_resuming(trainer, run, NAME)
     if validation is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     metrics.update(train_loss=last_loss(trainer, result), loss_history=history(trainer, "loss"),

@@ -58,12 +58,15 @@ def weights(folder: Path) -> dict:
     return load_file(folder / "final" / "model.safetensors")
 
 
-@pytest.mark.parametrize("name, delay", [("sft", 0.0), ("reward", 0.0), ("sft", 0.7), ("reward", 0.4)])
-def test_sigkill_then_rerun_ends_as_an_uninterrupted_run(name, delay, nano_run, tmp_path, capfd):
-    """Killed right after checkpoint-3 is complete, or `delay` seconds later: at a step that depends on the
-    machine (a few steps on, possibly during the save of checkpoint-6, which resume then skips)."""
+@pytest.mark.parametrize("name, step, delay", [("sft", 3, 0.0), ("reward", 3, 0.0), ("sft", 3, 0.7),
+                                              ("reward", 3, 0.4), ("sft", 24, 0.0)])
+def test_sigkill_then_rerun_ends_as_an_uninterrupted_run(name, step, delay, nano_run, tmp_path, capfd):
+    """Killed right after checkpoint-`step` is complete, or `delay` seconds later: at a step that depends on the
+    machine (a few steps on, possibly during the save of checkpoint-6, which resume then skips). Step 24 is the
+    last: killed between that checkpoint and the final save, the rerun must train no 25th step (transformers
+    alone does)."""
     base, killed = upstream_of(name, nano_run, tmp_path / "base"), upstream_of(name, nano_run, tmp_path / "killed")
-    kill_when(launch(name, killed, *SETTINGS[name]), killed / name / "checkpoint-3" / "trainer_state.json",
+    kill_when(launch(name, killed, *SETTINGS[name]), killed / name / f"checkpoint-{step}" / "trainer_state.json",
               delay=delay)
     assert not (killed / name / "_SUCCESS").exists(), "the stage finished before it could be killed"
     capfd.readouterr()
