@@ -20,6 +20,15 @@ section's, 1024 by default) is one `RewardTrainer` drops from training; it is sk
                   |mean p in bin - share of outcome 1 in bin|. This symmetrised ECE is smaller than the one-sided
                   ECE of (p_i, 1) alone (on the tiny run 0.038 against 0.107): it measures whether the margin is
                   calibrated as a probability of preference, whichever reply is shown first.
+
+With a likelihood weight w > 0 (`likelihood_report`), the reward whose accuracy is also reported is
+r_i + w · L_i, L_i the reply's log-likelihood under a causal LM (the SFT model) at temperature 1: the sum over
+the reply's tokens of log softmax(logits)[token], the reply's tokens being those of the pair's rendered side
+after `prompt_ids(prompt)` (the prompt with its generation header) up to and including the first EOS, i.e.
+without the template's trailing newline: what the ppo stage adds for a sampled response with the same w.
+
+    accuracy_with_likelihood[_by_kind]   share of pairs with r_c + w·L_c > r_r + w·L_r (ties wrong)
+    accuracy_likelihood_alone[_by_kind]  share of pairs with L_c > L_r: the LM alone, a reference point
 """
 
 from __future__ import annotations
@@ -125,3 +134,36 @@ def plot_calibration(report: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def reply_tokens(tokenizer, prompt: list[dict], rendered: list[int]) -> list[int]:
+    """The reply's tokens inside a pair's rendered side `rendered` (prompt + reply through the chat template):
+    after `prompt_ids(prompt)`, up to and including the first EOS. Raises ValueError when the side does not start
+    with the prompt's rendering (a chat template whose prompt rendering is not a prefix)."""
+    from pipeline.metrics.qa import cut_at_eos, prompt_ids
+
+    head = prompt_ids(tokenizer, prompt)
+    if list(rendered[:len(head)]) != head:
+        raise ValueError("a preference side does not start with its prompt rendered with the generation header: "
+                         "the reply's tokens cannot be told apart")
+    return cut_at_eos(list(rendered[len(head):]), tokenizer.eos_token_id)
+
+
+def likelihood_report(lm, tokenizer, pairs, chosen: np.ndarray, rejected: np.ndarray, weight: float) -> dict:
+    """Accuracies of r + weight · L and of L alone on held-out `pairs` (with `prompt`, `chosen_ids`,
+    `rejected_ids`[, `kind`]) whose classifier rewards are `chosen`/`rejected` (module docstring)."""
+    from pipeline.rl.evaluation import log_likelihoods
+
+    prompts = list(pairs["prompt"])
+    sides = [log_likelihoods(lm, tokenizer, prompts, [reply_tokens(tokenizer, p, ids) for p, ids
+                                                      in zip(prompts, pairs[column])])
+             for column in ("chosen_ids", "rejected_ids")]
+    kinds = np.asarray(pairs["kind"]) if "kind" in pairs.column_names else None
+    report = {"likelihood_weight": weight}
+    for name, (c, r) in (("with_likelihood", (chosen + weight * sides[0], rejected + weight * sides[1])),
+                         ("likelihood_alone", (sides[0], sides[1]))):
+        right = c > r
+        report[f"accuracy_{name}"] = float(right.mean())
+        if kinds is not None:
+            report[f"accuracy_by_kind_{name}"] = {k: float(right[kinds == k].mean()) for k in sorted(set(kinds))}
+    return report

@@ -33,6 +33,7 @@ class Rollout:
     ref_logprobs: torch.Tensor  # the reference's, same scaling
     values: torch.Tensor        # value model, before each response token
     scores: torch.Tensor        # reward-model score of each whole response
+    ref_likelihood: torch.Tensor | None = None  # Σ log p_reference(response) at temperature 1, when asked for
 
     @property
     def mask(self) -> torch.Tensor:
@@ -58,7 +59,8 @@ class Rollout:
                      for name in ("responses", "logprobs", "ref_logprobs", "values")}
         end = self.prompt_width + width
         return Rollout(self.query_responses[:, first:end], self.attention_mask[:, first:end], self.prompt_width - first,
-                       lengths=self.lengths, ended=self.ended, scores=self.scores, **per_token)
+                       lengths=self.lengths, ended=self.ended, scores=self.scores, ref_likelihood=self.ref_likelihood,
+                       **per_token)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -178,9 +180,11 @@ def sequence_scores(reward_model, query_responses, attention_mask) -> torch.Tens
 
 @torch.no_grad()
 def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int,
-            temperature: float, top_p: float, generators: list[torch.Generator]) -> Rollout:
+            temperature: float, top_p: float, generators: list[torch.Generator], likelihood: bool = False) -> Rollout:
     """Sample a response per prompt and score it: log-probabilities under the policy (kept from sampling, as
-    TRL 1.12 did) and the reference, values and the reward model's score. The batch keeps the response
+    TRL 1.12 did) and the reference, values and the reward model's score; with `likelihood`, also each
+    response's log-likelihood under the reference at temperature 1 (Σ over its tokens up to and including the
+    EOS of log softmax(reference logits)[token]: `ref_likelihood`). The batch keeps the response
     columns up to its longest response (R <= max_new_tokens). `reference=None`: the policy is a peft model
     whose adapter-disabled base is the reference. `generators`: one per prompt (`episode_generators`).
     `policy_and_value`: a `PolicyAndValue` or a `pipeline.rl.value_head.PolicyWithValueHead`."""
@@ -199,12 +203,14 @@ def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, pr
     else:
         ref_logits = response_forward(reference, query_responses, attention_mask, width)
     ref_logprobs = token_logprobs(ref_logits / temperature, responses)
+    ref_likelihood = (torch.where(response_mask(lengths, width), token_logprobs(ref_logits, responses), 0.0).sum(1)
+                      if likelihood else None)
     scored_ids, scored_mask = with_suffix(query_responses, attention_mask, prompt_ids.shape[1], lengths, ended,
                                           scoring_suffix(tokenizer), tokenizer.pad_token_id)
     scores = sequence_scores(reward_model, scored_ids, scored_mask)
     logprobs = torch.where(response_mask(lengths, width), logprobs, 0.0)  # nothing after the EOS
     return Rollout(query_responses, attention_mask, prompt_ids.shape[1], responses, lengths, ended, logprobs,
-                   ref_logprobs, values, scores)
+                   ref_logprobs, values, scores, ref_likelihood)
 
 
 class PolicyAndValue(torch.nn.Module):

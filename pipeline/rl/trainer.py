@@ -5,7 +5,10 @@ Implementation Details of RLHF with PPO" (Huang et al. 2024), built from the fun
 
 1. rollout (`pipeline.rl.rollout.collect`): a sampled response per prompt, its log-probabilities under the policy
    and the reference, the value model's values, the reward model's score;
-2. score shaping: + `missing_eos_penalty` for a response without EOS, − `length_penalty` per response token;
+2. score shaping: + `missing_eos_penalty` for a response without EOS, − `length_penalty` per response token,
+   + `likelihood_weight` × the response's log-likelihood under the reference (the SFT policy) at temperature 1:
+   the SFT model's knowledge as a fact check that a one-label reward head does not make (see the reward stage's
+   `accuracy_with_likelihood`);
 3. per-token rewards −β·KL(policy‖reference) (k1 or k3) plus the score on the last token; optional reward
    whitening; GAE (γ, λ); advantages whitened over the batch;
 4. `ppo_epochs` passes over the batch in shuffled mini-batches (each `gradient_accumulation_steps` micro-batches):
@@ -18,7 +21,8 @@ from the reward model) or from a `ValueHead` on the policy's last hidden state (
 backbone for both); pass a classifier or a `ValueHead` as `value_model`.
 
 Metrics of an update (`step`). Over the batch of every process, means per episode of: `score` (the reward
-model's score), `shaped_score` (after the EOS and length terms), `kl` (Σ over the response's tokens of the
+model's score), `shaped_score` (after the EOS, length and likelihood terms), `ref_likelihood` (with
+`likelihood_weight` > 0: Σ log p_reference(response) at temperature 1), `kl` (Σ over the response's tokens of the
 per-token estimator, k1 or k3, at the sampling temperature), `response_length` (tokens up to and including the
 EOS), `eos_share` (1 if the response has an EOS), `value_mean` (mean rollout value over its tokens). On this
 process, means over all micro-batches of the update of: `policy_loss`, `value_loss` (`pipeline.rl.losses`),
@@ -94,6 +98,7 @@ class PPOSettings:
     missing_eos_penalty: float = field(default=-1.0, metadata={"help": "Added to the score of a response with no EOS (<= 0; 0 disables)."})
     length_penalty: float = field(default=0.0, metadata={"help": "Subtracted from the score per response token (>= 0)."})
     ptx_coef: float = field(default=0.0, metadata={"help": "PPO-ptx: weight of the policy's pretraining LM loss added in every micro-step (>= 0; 0 disables)."})
+    likelihood_weight: float = field(default=0.0, metadata={"help": "w: the score is the reward model's + w × Σ log p_reference(response) at temperature 1 (>= 0; 0 disables)."})
 
     def check_ppo(self) -> None:
         positive = ("rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "max_new_tokens")
@@ -110,8 +115,10 @@ class PPOSettings:
             raise ValueError(f"temperature: expected > 0, got {self.temperature}")
         if self.missing_eos_penalty > 0 or self.length_penalty < 0:
             raise ValueError("missing_eos_penalty: expected <= 0" if self.missing_eos_penalty > 0 else "length_penalty: expected >= 0")
-        if not (math.isfinite(self.ptx_coef) and self.ptx_coef >= 0):
-            raise ValueError(f"ptx_coef: expected a finite number >= 0 (0 disables), got {self.ptx_coef}")
+        for name in ("ptx_coef", "likelihood_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}: expected a finite number >= 0 (0 disables), got {value!r}")
 
     @property
     def micro_batch_size(self) -> int:
@@ -122,11 +129,27 @@ class PPOSettings:
         return self.ppo_epochs * self.rollout_batch_size // self.micro_batch_size
 
 
+def shaped_scores(rollout: Rollout, settings: PPOSettings) -> torch.Tensor:
+    """(B,) the score each episode's last token gets (module docstring, 2): the reward model's score,
+    + `missing_eos_penalty` when the response has no EOS, − `length_penalty` × its tokens, + `likelihood_weight`
+    × its log-likelihood under the reference (`Rollout.ref_likelihood`)."""
+    s = settings
+    scores = penalise_missing_eos(rollout.scores, rollout.ended, s.missing_eos_penalty) if s.missing_eos_penalty \
+        else rollout.scores
+    scores = scores - s.length_penalty * rollout.lengths.to(scores.dtype)
+    if s.likelihood_weight > 0:
+        if rollout.ref_likelihood is None:
+            raise ValueError("likelihood_weight: > 0 needs rollouts collected with likelihood=True")
+        scores = scores + s.likelihood_weight * rollout.ref_likelihood
+    return scores
+
+
 def episode_statistics(rollout: Rollout, shaped_scores: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-episode numbers (B,) whose means over the batch of every process are an update's rollout metrics
     (see the module docstring)."""
     mask = rollout.mask
-    return {"score": rollout.scores, "shaped_score": shaped_scores,
+    likelihood = {} if rollout.ref_likelihood is None else {"ref_likelihood": rollout.ref_likelihood}
+    return {"score": rollout.scores, "shaped_score": shaped_scores, **likelihood,
             "kl": torch.where(mask, kl, 0.0).sum(1), "response_length": rollout.lengths.float(),
             "eos_share": rollout.ended.float(),
             "value_mean": torch.where(mask, rollout.values, 0.0).sum(1) / rollout.lengths}
@@ -187,14 +210,13 @@ class PPOTrainer:
         s = self.settings
         return collect(self.unwrapped, self.reference, self.reward_model, self.tokenizer, ids, mask,
                        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                       generators=episode_generators(self.seed, episodes, self.accelerator.device))
+                       generators=episode_generators(self.seed, episodes, self.accelerator.device),
+                       likelihood=s.likelihood_weight > 0)
 
     def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Shaped scores, per-token rewards, GAE; plus the rollout's statistics (gathered over processes)."""
         s, mask = self.settings, rollout.mask
-        scores = penalise_missing_eos(rollout.scores, rollout.ended, s.missing_eos_penalty) if s.missing_eos_penalty \
-            else rollout.scores
-        scores = scores - s.length_penalty * rollout.lengths.to(scores.dtype)
+        scores = shaped_scores(rollout, s)
         kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, s.kl_estimator)
         rewards = token_rewards(scores, kl, self.kl_control.value, rollout.lengths)
         everywhere = self.all_reduce  # statistics over the whole batch, all processes together

@@ -19,7 +19,11 @@ with `policy_head` the head alone: `value_head.safetensors` and `value_head.json
 At the end, the SFT policy and the PPO policy are evaluated side by side on the held-out prompts (mean reward-
 model score of greedy responses, exact KL to the reference along them) and on the world's held-out questions
 (strict exact match, with its echo and majority floors); `reward_hacking` is true when the score rose while
-strict exact match fell by more than its noise (`pipeline.rl.evaluation.compare`).
+strict exact match fell by more than its noise (`pipeline.rl.evaluation.compare`). With `likelihood_weight` w > 0
+the score PPO optimises is the reward model's + w × the response's log-likelihood under the SFT policy (the
+reference) at temperature 1, the SFT model's knowledge as a fact check the one-label reward head cannot make
+(the reward stage reports that reward's accuracy with the same w); `score_gain` stays the reward model's alone,
+`objective_gain` is the optimised score's and `likelihood_gain` the log-likelihood's.
 """
 
 from __future__ import annotations
@@ -279,7 +283,7 @@ def progress_line(stats: dict, total: int) -> str:
 def final_evaluation(cfg: Config, run: RunDir, tokenizer, reward_model, held_out, qa, out) -> dict:
     """The SFT and the PPO policy side by side (pipeline.rl.evaluation), on the main process."""
     from pipeline.metrics.qa import qa_floors
-    from pipeline.rl.evaluation import compare, evaluate_policy
+    from pipeline.rl.evaluation import compare, evaluate_policy, weighted_gain
 
     sft = load_causal_lm(run.final("sft")).to(reward_model.device)
     ppo = load_causal_lm(out / "final").to(reward_model.device)
@@ -287,11 +291,14 @@ def final_evaluation(cfg: Config, run: RunDir, tokenizer, reward_model, held_out
     before = evaluate_policy(sft, reward_model, tokenizer, held_out, reference=sft, **kwargs)
     after = evaluate_policy(ppo, reward_model, tokenizer, held_out, reference=sft, **kwargs)
     comparison = compare(before, after)
+    if cfg.likelihood_weight > 0:  # the score PPO optimised: the reward model's + w × log p_SFT(response)
+        comparison.update(weighted_gain(before, after, cfg.likelihood_weight))
     samples = [{"prompt": p[-1]["content"], "sft": tokenizer.decode(a, skip_special_tokens=True),
                 "ppo": tokenizer.decode(b, skip_special_tokens=True)}
                for p, a, b in zip(held_out[: cfg.n_samples], before["responses"], after["responses"])]
     summary = {f"{key}_{when}": result[key] for when, result in (("before", before), ("after", after))
-               for key in ("score_mean", "kl_mean", "exact_match", "contains_answer", "response_length_mean", "eos_share")
+               for key in ("score_mean", "kl_mean", "likelihood_mean", "exact_match", "contains_answer",
+                           "response_length_mean", "eos_share")
                if key in result}
     floors = {}
     if qa is not None:  # what echoing the question or the commonest answer per category would score

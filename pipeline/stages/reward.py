@@ -8,12 +8,15 @@ default; a LoRA adapter there is merged into a scratch `<run>/reward/.base/`, re
 held-out pairwise accuracy overall and per rejection kind, the reward margin, and the calibration of
 P(chosen preferred) = sigmoid(r_chosen - r_rejected) (`calibration.png`), on the held-out pairs the trainer
 would keep (tokenized by TRL, none longer than `max_length`, scored whole; `pairs_skipped` counts the others;
-see `pipeline.metrics.reward`). Writes `<run>/reward/final/` (loads with `AutoModelForSequenceClassification`;
+see `pipeline.metrics.reward`). With `likelihood_weight` w > 0 it also reports the accuracy of the reward the
+ppo stage optimises with the same w: the classifier's score + w × the reply's log-likelihood under the SFT model
+(`accuracy_with_likelihood`, per kind too), and of that likelihood alone. Writes `<run>/reward/final/` (loads with `AutoModelForSequenceClassification`;
 with `use_peft` and no `merge`, a LoRA adapter).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
@@ -22,8 +25,8 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
-from pipeline.metrics.reward import held_out_pairs, pair_metrics, plot_calibration, score_pairs
-from pipeline.models.loading import is_adapter, load_reward_base
+from pipeline.metrics.reward import held_out_pairs, likelihood_report, pair_metrics, plot_calibration, score_pairs
+from pipeline.models.loading import is_adapter, load_causal_lm, load_reward_base
 from pipeline.trainers import (FineTuneArguments, held_out, history, last_loss, runtime_args,
                                save_final, stage_callbacks, train_resuming)
 
@@ -34,7 +37,7 @@ MODELS = ("sft", "pretrain")
 
 
 def needs(cfg: "Config") -> tuple[str, ...]:
-    return ("data", cfg.model)
+    return ("data", cfg.model, *(("sft",) if cfg.likelihood_weight > 0 and cfg.model != "sft" else ()))
 
 
 @dataclass
@@ -48,10 +51,14 @@ class Config(FineTuneArguments, RewardConfig):
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device per step."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
     center_rewards_coefficient: float | None = field(default=0.01, metadata={"help": "Weight of the penalty pushing mean reward to 0 (Eisenstein et al. 2023); null disables."})
+    likelihood_weight: float = field(default=0.0, metadata={"help": "w > 0: also report the accuracy of score + w × log p_SFT(reply), the reward ppo optimises with its likelihood_weight w (0: off)."})
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {self.model!r}")
+        if not (isinstance(self.likelihood_weight, (int, float)) and math.isfinite(self.likelihood_weight)
+                and self.likelihood_weight >= 0):
+            raise ValueError(f"likelihood_weight: expected a finite number >= 0 (0: off), got {self.likelihood_weight!r}")
         super().__post_init__()
 
 
@@ -83,6 +90,9 @@ def run(cfg: Config, run: RunDir) -> dict:
     test = ds[cfg.eval_split]  # tokenized and filtered by the trainer's own rule (on every rank: TRL syncs them)
     keep = [c for c in (*columns, "kind") if c in test.column_names]
     pairs, skipped = held_out_pairs(trainer, test.select_columns(keep))
+    if cfg.likelihood_weight > 0 and "prompt" not in pairs.column_names:
+        raise PipelineError(f"reward.likelihood_weight: {cfg.dataset!r} has no prompt column to tell the reply's "
+                            "tokens from the prompt's")
     if not len(pairs):  # before training: nothing to evaluate on
         raise PipelineError(f"reward.max_length: all {skipped} pairs of {cfg.dataset!r} split {cfg.eval_split!r} are "
                             f"longer than {cfg.max_length} tokens")
@@ -92,17 +102,21 @@ def run(cfg: Config, run: RunDir) -> dict:
     final = save_final(trainer, tokenizer, out, merge=cfg.merge)  # every rank; the main one writes
     if state.is_main_process:
         metrics.update(evaluate(AutoModelForSequenceClassification.from_pretrained(final, use_safetensors=True)
-                                if not cfg.use_peft or cfg.merge else trainer.model, pairs, skipped, out))
+                                if not cfg.use_peft or cfg.merge else trainer.model, pairs, skipped, out,
+                                likelihood=(load_causal_lm(run.final("sft")), tokenizer, cfg.likelihood_weight)
+                                if cfg.likelihood_weight > 0 else None))
     state.wait_for_everyone()
     return metrics
 
 
-def evaluate(model, pairs, skipped: int, out) -> dict:
-    """Accuracy, margin and calibration on the held-out `pairs` (from `held_out_pairs`), scored whole."""
+def evaluate(model, pairs, skipped: int, out, likelihood=None) -> dict:
+    """Accuracy, margin and calibration on the held-out `pairs` (from `held_out_pairs`), scored whole; with
+    `likelihood` = (SFT causal LM, tokenizer, w), also `likelihood_report`'s accuracies of score + w × L."""
     chosen, rejected = score_pairs(model, pairs)
     report = pair_metrics(chosen, rejected, pairs["kind"] if "kind" in pairs.column_names else None, skipped)
     plot_calibration(report, out / "calibration.png")
-    return {**report, "ece": report["calibration"]["ece"]}
+    extra = likelihood_report(likelihood[0], likelihood[1], pairs, chosen, rejected, likelihood[2]) if likelihood else {}
+    return {**report, "ece": report["calibration"]["ece"], **extra}
 
 
 if __name__ == "__main__":

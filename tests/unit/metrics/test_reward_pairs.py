@@ -131,3 +131,55 @@ def test_a_tie_counts_as_wrong():
     assert report["accuracy"] == 0.5 and (report["pairs"], report["pairs_skipped"]) == (4, 3)
     with pytest.raises(ValueError, match="no scored pairs"):
         pairwise_report([], [])
+
+
+# ------------------------------------------------------------------------------------------------ likelihood
+def rendered(tokenizer, question: str, reply: str) -> list[int]:
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+
+def test_reply_tokens_are_the_reply_through_its_eos(tokenizer):
+    from pipeline.metrics.qa import prompt_ids
+    from pipeline.metrics.reward import reply_tokens
+
+    prompt = [{"role": "user", "content": "Where does Mara live?"}]
+    side = rendered(tokenizer, "Where does Mara live?", "Mara lives in Lisbon.")
+    reply = reply_tokens(tokenizer, prompt, side)
+    head = prompt_ids(tokenizer, prompt)
+    assert side[:len(head) + len(reply)] == head + reply and len(side) > len(head) + len(reply)  # the newline after
+    assert reply[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in reply[:-1]
+    assert tokenizer.decode(reply[:-1]).strip() == "Mara lives in Lisbon."
+    with pytest.raises(ValueError, match="does not start with its prompt"):
+        reply_tokens(tokenizer, [{"role": "user", "content": "Who is Tom?"}], side)
+
+
+def test_likelihood_report_by_hand(tokenizer, monkeypatch):
+    import numpy as np
+
+    import pipeline.rl.evaluation
+    from pipeline.metrics.reward import likelihood_report
+
+    questions = ["Where does Mara live?", "What is seven plus five?", "Who is Tom?"]
+    pairs = datasets.Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": q}] for q in questions],
+        "chosen_ids": [rendered(tokenizer, q, "Yes.") for q in questions],
+        "rejected_ids": [rendered(tokenizer, q, "No.") for q in questions],
+        "kind": ["wrong_fact", "wrong_fact", "rude"]})
+    likelihoods = iter([np.array([-1.0, -1.0, -5.0]), np.array([-3.0, -2.0, -1.0])])  # chosen, then rejected
+    seen = []
+
+    def fake(lm, tok, prompts, responses, batch_size=32):
+        seen.append([tok.decode(r).strip() for r in responses])
+        return next(likelihoods)
+
+    monkeypatch.setattr(pipeline.rl.evaluation, "log_likelihoods", fake)
+    report = likelihood_report(None, tokenizer, pairs, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), 1.0)
+    assert [s[0] for s in seen] == ["Yes.<|im_end|>", "No.<|im_end|>"]  # each side's reply through its EOS
+    # r + L: chosen (0, -1, -5) against rejected (-3, -1, -1): right, tie (wrong), wrong
+    assert report["accuracy_with_likelihood"] == pytest.approx(1 / 3)
+    assert report["accuracy_by_kind_with_likelihood"] == {"rude": 0.0, "wrong_fact": 0.5}
+    # L alone: -1 > -3, -1 > -2, -5 < -1
+    assert report["accuracy_likelihood_alone"] == pytest.approx(2 / 3)
+    assert report["accuracy_by_kind_likelihood_alone"] == {"rude": 0.0, "wrong_fact": 1.0}
+    assert report["likelihood_weight"] == 1.0

@@ -20,8 +20,11 @@ from pipeline.rl.evaluation import (
     evaluate_policy,
     greedy_responses,
     kl_to_reference,
+    log_likelihoods,
     prompt_ids,
+    reference_pass,
     reward_scores,
+    weighted_gain,
 )
 
 TEXTS = ["Mara lives in Lisbon. Her favourite colour is red.", "What is 8-0? It is 8.", "Tom likes blue and green.",
@@ -189,6 +192,25 @@ def test_kl_is_the_hand_computed_sum_over_the_positions_that_predict_the_respons
         np.testing.assert_allclose(kl, expected, rtol=0, atol=1e-12)
 
 
+def test_log_likelihood_is_the_hand_computed_sum_and_the_reference_pass_gives_the_same(tok):
+    V, A, B, M = len(tok), 5, 6, 7
+    K = prompt_ids(tok, PROMPTS[0])[-1]
+    reference = torch.full((V, V), -1e4, dtype=torch.float64)
+    reference[:, A], reference[:, B], reference[:, M] = math.log(0.25), math.log(0.5), math.log(0.25)
+    reference[K, [A, B, M]] = torch.tensor([0.125, 0.125, 0.75], dtype=torch.float64).log()  # after the prompt
+    responses = [[M, A], [B, B, M], [], [A]]
+    # response token 0 is predicted after K, the others after the previous response token
+    expected = [math.log(0.75) + math.log(0.25), math.log(0.125) + math.log(0.5) + math.log(0.25), 0.0,
+                math.log(0.125)]
+    for batch_size in (1, 3):
+        found = log_likelihoods(TableLM(reference), tok, PROMPTS[:4], responses, batch_size=batch_size)
+        np.testing.assert_allclose(found, expected, rtol=0, atol=1e-12)
+    policy = torch.zeros((V, V), dtype=torch.float64)  # any policy: L depends on the reference alone
+    kl, likelihood = reference_pass(TableLM(policy), TableLM(reference), tok, PROMPTS[:4], responses)
+    np.testing.assert_allclose(likelihood, expected, rtol=0, atol=1e-12)
+    assert kl[2] == 0.0 and (kl[[0, 1, 3]] > 0).all()
+
+
 def test_kl_is_exactly_zero_against_itself_and_a_copy(tok):
     model = tiny_lm(tok)
     responses = greedy_responses(model, tok, PROMPTS, max_new_tokens=6)
@@ -279,6 +301,7 @@ def test_compare_does_not_flag_changes_within_their_noise():
     assert report["reward_hacking"] is False
 
     no_qa = compare({"scores": [0.0, 1.0]}, {"scores": [1.0, 3.0]})
+    assert "likelihood_gain" not in no_qa
     assert no_qa["reward_hacking"] is None and "exact_match_change" not in no_qa
     with pytest.raises(EvaluationError):
         compare({"scores": [0.0, 1.0]}, {"scores": [1.0]})
@@ -286,3 +309,18 @@ def test_compare_does_not_flag_changes_within_their_noise():
         compare({"scores": [0.0]}, {"scores": [1.0]})  # one pair has no spread
     with pytest.raises(EvaluationError):
         compare({"scores": [0.0, 1.0], "hits": [True, False]}, {"scores": [1.0, 3.0]})
+
+
+def test_likelihood_and_weighted_gains_are_the_paired_means():
+    before = {"scores": [0.0, 1.0, 2.0], "likelihood": [-4.0, -6.0, -5.0]}
+    after = {"scores": [1.0, 1.0, 2.0], "likelihood": [-2.0, -5.0, -5.0]}
+    report = compare(before, after)
+    # likelihood differences 2, 1, 0: mean 1, sd 1, half-width 1.96 / sqrt(3)
+    assert report["likelihood_gain"] == pytest.approx(1.0)
+    assert report["likelihood_gain_ci95"] == pytest.approx([1 - 1.96 / math.sqrt(3), 1 + 1.96 / math.sqrt(3)])
+    # with w = 0.5: (1 + 1, 0 + 0.5, 0 + 0) = (2, 0.5, 0): mean 2.5 / 3, sd sqrt(((7/6)^2 + (1/3)^2 + (5/6)^2) / 2)
+    weighted = weighted_gain(before, after, 0.5)
+    sd = math.sqrt(((7 / 6) ** 2 + (1 / 3) ** 2 + (5 / 6) ** 2) / 2)
+    assert weighted["objective_gain"] == pytest.approx(2.5 / 3)
+    assert weighted["objective_gain_ci95"] == pytest.approx([2.5 / 3 - 1.96 * sd / math.sqrt(3),
+                                                             2.5 / 3 + 1.96 * sd / math.sqrt(3)])

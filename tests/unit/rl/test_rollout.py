@@ -65,7 +65,7 @@ def gpt2_models(tok, seed):
     return lm, GPT2ForSequenceClassification(GPT2Config(**config, num_labels=1)).eval()
 
 
-def rollout_of(tok, temperature=0.7, architecture="llama"):
+def rollout_of(tok, temperature=0.7, architecture="llama", likelihood=False):
     from pipeline.rl.rollout import PolicyAndValue, collect, encode_prompts, episode_generators
     from tests.unit.rl.test_evaluation import PROMPTS, tiny_lm, tiny_rm, with_eos_bias
 
@@ -77,7 +77,7 @@ def rollout_of(tok, temperature=0.7, architecture="llama"):
     both = PolicyAndValue(with_eos_bias(policy, 4.0), value).eval()
     ids, mask = encode_prompts(tok, PROMPTS, "cpu")
     rollout = collect(both, reference, reward, tok, ids, mask, max_new_tokens=12, temperature=temperature, top_p=1.0,
-                      generators=episode_generators(0, list(range(len(PROMPTS))), "cpu"))
+                      generators=episode_generators(0, list(range(len(PROMPTS))), "cpu"), likelihood=likelihood)
     return rollout, both, reference
 
 
@@ -100,6 +100,21 @@ def test_collect_keeps_sampling_logprobs_that_a_full_forward_pass_recomputes(tok
         values = both.value_model.score(hidden[:, width - 1: -1]).squeeze(-1)
         torch.testing.assert_close(rollout.values[mask], values[mask], rtol=0, atol=1e-5)
     assert (rollout.logprobs[~mask] == 0).all()
+
+
+def test_ref_likelihood_is_the_reference_log_likelihood_at_temperature_one(tok):
+    from pipeline.rl.evaluation import log_likelihoods
+    from tests.unit.rl.test_evaluation import PROMPTS
+
+    plain, _, _ = rollout_of(tok, temperature=0.7)
+    rollout, _, reference = rollout_of(tok, temperature=0.7, likelihood=True)
+    assert plain.ref_likelihood is None
+    assert torch.equal(plain.responses, rollout.responses) and torch.equal(plain.ref_logprobs, rollout.ref_logprobs)
+    responses = [row[:n].tolist() for row, n in zip(rollout.responses, rollout.lengths)]
+    # the evaluation's own pass: one right-padded forward per batch, no position ids, no temperature
+    expected = log_likelihoods(reference, tok, PROMPTS, responses, batch_size=2)
+    torch.testing.assert_close(rollout.ref_likelihood.double(), torch.from_numpy(expected), rtol=0, atol=1e-4)
+    assert torch.equal(rollout.select(torch.tensor([1, 3])).ref_likelihood, rollout.ref_likelihood[[1, 3]])
 
 
 def test_trim_drops_only_columns_that_pad_every_row_and_changes_no_number(tok):

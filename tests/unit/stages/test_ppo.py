@@ -135,6 +135,7 @@ def test_nan_reward_stops_with_the_step_named(tuned, tmp_path, monkeypatch, caps
     ("ppo.ptx_coef=0.5 ppo.ptx_block_size=100000", "ppo.ptx_dataset: the train split of 'corpus' is shorter than one block"),
     ("ppo.value_model=shared", "ppo.value_model: expected one of reward, policy_head, got 'shared'"),
     ("ppo.score_qa_prompts=true", "ppo.score_qa_prompts: needs an eval_dataset"),
+    ("ppo.likelihood_weight=-1", "ppo.likelihood_weight: expected a finite number >= 0"),
 ])
 def test_bad_input_is_one_line(tuned, tmp_path, capsys, overrides, message):
     folder = copy_run(tuned, tmp_path / "r")
@@ -192,6 +193,19 @@ def test_ptx_logs_a_finite_lm_loss_every_update(tuned, tmp_path):
     assert len(history) == 2
     for h in history:  # next-token cross-entropy in nats: above 0, and a trained model beats uniform (ln 512)
         assert math.isfinite(h["ptx_loss"]) and 0 < h["ptx_loss"] < math.log(512)
+
+
+def test_likelihood_weight_adds_the_sft_log_likelihood_to_the_score(tuned, tmp_path):
+    folder = copy_run(tuned, tmp_path / "r")
+    stage("ppo", folder, "ppo.likelihood_weight=0.5", "ppo.total_episodes=8", "ppo.save_steps=0")
+    metrics = json.loads((folder / "ppo" / "metrics.json").read_text())
+    for h in metrics["history"]:  # shaped = score + 0.5 x L (missing_eos_penalty -1 on responses without EOS)
+        assert h["ref_likelihood"] < 0
+        eos_term = -1.0 * (1 - h["eos_share"])
+        assert h["shaped_score"] == pytest.approx(h["score"] + 0.5 * h["ref_likelihood"] + eos_term, rel=1e-5)
+    # the optimised score's gain = the reward model's gain + 0.5 x the likelihood's (paired means over prompts)
+    assert metrics["objective_gain"] == pytest.approx(metrics["score_gain"] + 0.5 * metrics["likelihood_gain"])
+    assert metrics["likelihood_mean_before"] < 0 and "likelihood_gain_ci95" in metrics
 
 
 def test_value_head_on_the_policy_leaves_a_vanilla_final_model(tuned, tmp_path):

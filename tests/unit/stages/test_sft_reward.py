@@ -10,6 +10,7 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from trl import SFTTrainer
 
+from pipeline.cli import main
 from pipeline.metrics.reward import score_pairs
 from pipeline.stages.sft import Config as SFTStageConfig
 from tests.conftest import make_run, stage
@@ -78,6 +79,22 @@ def test_full_sft_then_reward(pretrained):
     assert (chosen > rejected).mean() == pytest.approx(reward["accuracy"])
     assert reward["accuracy"] >= 0.75  # rude, rambling, off-topic and empty replies are easy to tell apart
     assert data_files(pretrained) == before  # the trainers cached nothing into the data stage's folder
+    assert "accuracy_with_likelihood" not in reward  # likelihood_weight 0: off
+
+
+def test_reward_with_likelihood_weight_reports_both_accuracies(pretrained, tmp_path, capsys):
+    folder = tmp_path / "r"
+    shutil.copytree(pretrained, folder, ignore=shutil.ignore_patterns("reward"))
+    if not (folder / "sft" / "_SUCCESS").exists():
+        stage("sft", folder)
+    assert main(["stage", "reward", "--run", str(folder), "reward.likelihood_weight=-2"]) == 2
+    assert "reward.likelihood_weight: expected a finite number >= 0" in capsys.readouterr().err
+    stage("reward", folder, "reward.likelihood_weight=2.0")
+    reward = json.loads((folder / "reward" / "metrics.json").read_text())
+    assert reward["likelihood_weight"] == 2.0
+    kinds = set(reward["accuracy_by_kind"])
+    for name in ("with_likelihood", "likelihood_alone"):
+        assert 0 <= reward[f"accuracy_{name}"] <= 1 and set(reward[f"accuracy_by_kind_{name}"]) == kinds
 
 
 def test_lora_trains_only_the_adapter_and_merge_is_exact(pretrained, tmp_path):
