@@ -29,6 +29,12 @@ without the template's trailing newline: what the ppo stage adds for a sampled r
 
     accuracy_with_likelihood[_by_kind]   share of pairs with r_c + w·L_c > r_r + w·L_r (ties wrong)
     accuracy_likelihood_alone[_by_kind]  share of pairs with L_c > L_r: the LM alone, a reference point
+
+The floor beside them (`shorter_reply_floor`): a scorer that prefers the shorter side.
+
+    floor_shorter_reply[_by_kind]   share of pairs whose chosen side has fewer tokens than its rejected side
+                                    (ties wrong). A summed log-likelihood favours short replies, so this is
+                                    what length alone would give it.
 """
 
 from __future__ import annotations
@@ -166,4 +172,17 @@ def likelihood_report(lm, tokenizer, pairs, chosen: np.ndarray, rejected: np.nda
         report[f"accuracy_{name}"] = float(right.mean())
         if kinds is not None:
             report[f"accuracy_by_kind_{name}"] = {k: float(right[kinds == k].mean()) for k in sorted(set(kinds))}
+    return report
+
+
+def shorter_reply_floor(pairs) -> dict:
+    """`floor_shorter_reply` (and `_by_kind` when `pairs` has `kind`) of the module docstring, from the token
+    counts of `chosen_ids` and `rejected_ids`."""
+    shorter = np.array([len(c) < len(r) for c, r in zip(pairs["chosen_ids"], pairs["rejected_ids"])])
+    if not len(shorter):
+        raise ValueError("no scored pairs: the floor is undefined")
+    report = {"floor_shorter_reply": float(shorter.mean())}
+    if "kind" in pairs.column_names:
+        kinds = np.asarray(pairs["kind"])
+        report["floor_shorter_reply_by_kind"] = {k: float(shorter[kinds == k].mean()) for k in sorted(set(kinds))}
     return report

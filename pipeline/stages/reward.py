@@ -10,7 +10,8 @@ P(chosen preferred) = sigmoid(r_chosen - r_rejected) (`calibration.png`), on the
 would keep (tokenized by TRL, none longer than `max_length`, scored whole; `pairs_skipped` counts the others;
 see `pipeline.metrics.reward`). With `likelihood_weight` w > 0 it also reports the accuracy of the reward the
 ppo stage optimises with the same w: the classifier's score + w × the reply's log-likelihood under the SFT model
-(`accuracy_with_likelihood`, per kind too), and of that likelihood alone. Writes `<run>/reward/final/` (loads with `AutoModelForSequenceClassification`;
+(`accuracy_with_likelihood`, per kind too), and of that likelihood alone. The floor beside the accuracies:
+`floor_shorter_reply`, the share of pairs whose chosen side is the shorter. Writes `<run>/reward/final/` (loads with `AutoModelForSequenceClassification`;
 with `use_peft` and no `merge`, a LoRA adapter).
 """
 
@@ -25,7 +26,8 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
-from pipeline.metrics.reward import held_out_pairs, likelihood_report, pair_metrics, plot_calibration, score_pairs
+from pipeline.metrics.reward import (held_out_pairs, likelihood_report, pair_metrics, plot_calibration, score_pairs,
+                                     shorter_reply_floor)
 from pipeline.models.loading import is_adapter, load_causal_lm, load_reward_base
 from pipeline.trainers import (FineTuneArguments, held_out, history, last_loss, runtime_args,
                                save_final, stage_callbacks, train_resuming)
@@ -116,7 +118,7 @@ def evaluate(model, pairs, skipped: int, out, likelihood=None) -> dict:
     report = pair_metrics(chosen, rejected, pairs["kind"] if "kind" in pairs.column_names else None, skipped)
     plot_calibration(report, out / "calibration.png")
     extra = likelihood_report(likelihood[0], likelihood[1], pairs, chosen, rejected, likelihood[2]) if likelihood else {}
-    return {**report, "ece": report["calibration"]["ece"], **extra}
+    return {**report, "ece": report["calibration"]["ece"], **shorter_reply_floor(pairs), **extra}
 
 
 if __name__ == "__main__":

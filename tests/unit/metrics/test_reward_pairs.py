@@ -183,3 +183,15 @@ def test_likelihood_report_by_hand(tokenizer, monkeypatch):
     assert report["accuracy_likelihood_alone"] == pytest.approx(2 / 3)
     assert report["accuracy_by_kind_likelihood_alone"] == {"rude": 0.0, "wrong_fact": 1.0}
     assert report["likelihood_weight"] == 1.0
+
+
+def test_shorter_reply_floor_by_hand():
+    from pipeline.metrics.reward import shorter_reply_floor
+
+    pairs = datasets.Dataset.from_dict({"chosen_ids": [[1, 2], [1, 2, 3], [1], [1, 2]],
+                                        "rejected_ids": [[1, 2, 3], [1], [1], [1, 2, 3, 4]],
+                                        "kind": ["rude", "rude", "wrong_fact", "wrong_fact"]})
+    # shorter: yes, no, tie (wrong), yes
+    assert shorter_reply_floor(pairs) == {"floor_shorter_reply": 0.5,
+                                          "floor_shorter_reply_by_kind": {"rude": 0.5, "wrong_fact": 0.5}}
+    assert shorter_reply_floor(pairs.remove_columns("kind")) == {"floor_shorter_reply": 0.5}

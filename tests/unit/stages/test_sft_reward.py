@@ -80,6 +80,8 @@ def test_full_sft_then_reward(pretrained):
     assert reward["accuracy"] >= 0.75  # rude, rambling, off-topic and empty replies are easy to tell apart
     assert data_files(pretrained) == before  # the trainers cached nothing into the data stage's folder
     assert "accuracy_with_likelihood" not in reward  # likelihood_weight 0: off
+    shorter = [len(c) < len(r) for c, r in zip(pairs["chosen_ids"], pairs["rejected_ids"])]
+    assert reward["floor_shorter_reply"] == pytest.approx(sum(shorter) / len(shorter))
 
 
 def test_reward_with_likelihood_weight_reports_both_accuracies(pretrained, tmp_path, capsys):
