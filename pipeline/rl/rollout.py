@@ -110,6 +110,15 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return kept / kept.sum(-1, keepdim=True)
 
 
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of `probs` (B, V), from `uniforms` (B,) in [0, 1): the first token whose cumulative
+    probability exceeds u × the row's total, so token v is drawn with probability probs[v] / total and a token of
+    probability 0 never. One batched search instead of a `torch.multinomial` call per row."""
+    cumulative = probs.cumsum(-1)
+    targets = (uniforms.to(cumulative.dtype) * cumulative[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cumulative, targets, right=True).squeeze(1).clamp_(max=probs.shape[1] - 1)
+
+
 @torch.no_grad()
 def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens: int, temperature: float,
                      top_p: float, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +140,8 @@ def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens:
     for step in range(max_new_tokens):
         log_probs = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
         probs = nucleus(log_probs.exp(), top_p)
-        tokens = torch.cat([torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(batch)])
+        uniforms = torch.cat([torch.rand(1, generator=generator, device=probs.device) for generator in generators])
+        tokens = inverse_cdf(probs, uniforms)
         logprobs[:, step] = torch.where(done, 0.0, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1))
         tokens = torch.where(done, torch.full_like(tokens, pad), tokens)
         responses[:, step] = tokens

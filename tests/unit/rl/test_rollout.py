@@ -54,6 +54,22 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
 
 
 # ------------------------------------------------------------------ collect and trim on a real (tiny) model
+def test_inverse_cdf_draws_by_hand_and_with_the_row_probabilities():
+    from pipeline.rl.rollout import inverse_cdf
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5], [0.2, 0.0, 0.8, 0.0]])
+    # row 0: cumulative (0, .5, .5, 1); row 1: (.2, .2, 1, 1), first token whose cumulative exceeds u x total
+    cases = [([0.0, 0.0], [1, 0]), ([0.49, 0.19], [1, 0]), ([0.5, 0.2], [3, 2]), ([0.999, 0.999], [3, 2])]
+    for uniforms, expected in cases:
+        assert inverse_cdf(probs, torch.tensor(uniforms)).tolist() == expected
+    assert inverse_cdf(probs * 3, torch.tensor([0.6, 0.1])).tolist() == [3, 0]  # unnormalised rows alike
+    generator = torch.Generator().manual_seed(0)
+    row = torch.tensor([[0.1, 0.0, 0.6, 0.3]])
+    draws = torch.cat([inverse_cdf(row, torch.rand(1, generator=generator)) for _ in range(20000)])
+    shares = torch.bincount(draws, minlength=4).double() / len(draws)
+    assert shares[1] == 0 and torch.allclose(shares, row[0].double(), atol=0.015)  # 4.5 sd of the binomial
+
+
 def gpt2_models(tok, seed):
     """A tiny GPT-2 causal LM and a one-label GPT-2 classifier (learned absolute positions, its own cache)."""
     from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
