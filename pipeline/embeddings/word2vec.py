@@ -109,11 +109,45 @@ def subsample(words: torch.Tensor, keep: torch.Tensor, generator: torch.Generato
     return torch.rand(len(words), generator=generator, device=words.device) < keep[words]
 
 
-def draw_noise(cumulative: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n word ids drawn from the noise distribution given as its cumulative sum (float64)."""
-    draws = torch.rand(n, generator=generator, device=cumulative.device, dtype=torch.float64)
-    draws.mul_(cumulative[-1])
-    return torch.searchsorted(cumulative, draws, right=True).clamp_(max=len(cumulative) - 1)
+@dataclass
+class AliasTable:
+    """A discrete distribution over V ids in the form of Walker's alias method: id i is drawn as i itself with
+    probability accept[i] / V and as the alias of the ids j with alias[j] = i with probability (1 - accept[j]) / V,
+    so P(i) = (accept[i] + sum over j with alias[j] = i, j != i of (1 - accept[j])) / V. Two random numbers per
+    draw, no search (word2vec reads a 1e8-entry table, gensim bisects a table of running sums)."""
+
+    accept: torch.Tensor  # (V,) float64 in [0, 1]
+    alias: torch.Tensor   # (V,) int64
+
+    @classmethod
+    def build(cls, probabilities: np.ndarray, device="cpu") -> "AliasTable":
+        """Vose's construction: ids whose scaled probability V·p is below 1 are topped up by one above it."""
+        p = np.asarray(probabilities, dtype=np.float64)
+        scaled = p / p.sum() * len(p)
+        accept, alias = np.ones(len(p)), np.arange(len(p))
+        small = [i for i in range(len(p)) if scaled[i] < 1.0]
+        large = [i for i in range(len(p)) if scaled[i] >= 1.0]
+        while small and large:
+            low, high = small.pop(), large.pop()
+            accept[low], alias[low] = scaled[low], high
+            scaled[high] -= 1.0 - scaled[low]
+            (small if scaled[high] < 1.0 else large).append(high)
+        return cls(torch.as_tensor(accept, device=device), torch.as_tensor(alias, device=device))
+
+    def probabilities(self) -> np.ndarray:
+        """The distribution the table draws from (the formula in the class docstring)."""
+        accept, alias = self.accept.cpu().numpy(), self.alias.cpu().numpy()
+        p = accept.copy()
+        np.add.at(p, alias, 1.0 - accept)
+        return p / len(p)
+
+
+def draw_noise(table: AliasTable, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n word ids drawn from the noise distribution `table`."""
+    device = table.accept.device
+    ids = torch.randint(0, len(table.accept), (n,), generator=generator, device=device)
+    keep = torch.rand(n, generator=generator, device=device, dtype=torch.float64) < table.accept[ids]
+    return torch.where(keep, ids, table.alias[ids])
 
 
 def _pair_masks(windows: torch.Tensor, sentence: torch.Tensor, offset: int):
@@ -123,7 +157,7 @@ def _pair_masks(windows: torch.Tensor, sentence: torch.Tensor, offset: int):
 
 
 def _negative_step(inputs: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor, lr: float,
-                   settings: Word2VecSettings, generator: torch.Generator, cumulative: torch.Tensor):
+                   settings: Word2VecSettings, generator: torch.Generator, noise_table: AliasTable):
     """Shared negatives for `inputs` (L, d): gradient to the inputs, noise ids drawn and their gradients."""
     length, dim = inputs.shape
     group, per_group = settings.negative_group, settings.group_negatives
@@ -132,7 +166,7 @@ def _negative_step(inputs: torch.Tensor, noise: torch.Tensor, weights: torch.Ten
     if pad:
         inputs = torch.cat([inputs, inputs.new_zeros(pad, dim)])
         weights = torch.cat([weights, weights.new_zeros(pad)])
-    ids = draw_noise(cumulative, groups * per_group, generator)
+    ids = draw_noise(noise_table, groups * per_group, generator)
     rows = noise[ids].view(groups, per_group, dim)
     grouped = inputs.view(groups, group, dim)
     scores = torch.bmm(grouped, rows.transpose(1, 2))                       # (groups, group, per_group)
@@ -144,7 +178,7 @@ def _negative_step(inputs: torch.Tensor, noise: torch.Tensor, weights: torch.Ten
     return grad_inputs, ids, grad_rows, uses.expand(groups, per_group).reshape(-1)
 
 
-def _skipgram_batch(x, y, windows, sentence, lr, settings, generator, cumulative, w_out):
+def _skipgram_batch(x, y, windows, sentence, lr, settings, generator, noise_table, w_out):
     """Gradients (to x rows, to y rows) of a batch of kept positions, plus noise ids and their gradients."""
     grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
     pairs = torch.zeros(len(x), dtype=x.dtype, device=x.device)            # pairs each x_j is the input of
@@ -159,21 +193,38 @@ def _skipgram_batch(x, y, windows, sentence, lr, settings, generator, cumulative
             grad_y[out].addcmul_(g[:, None], x[inp])
             pairs[inp] += mask
             centred[out] += mask
-    neg_x, noise_ids, neg_rows, noise_uses = _negative_step(x, w_out, pairs, lr, settings, generator, cumulative)
+    neg_x, noise_ids, neg_rows, noise_uses = _negative_step(x, w_out, pairs, lr, settings, generator, noise_table)
     return grad_x.add_(neg_x), pairs, grad_y, centred, noise_ids, neg_rows, noise_uses
 
 
-def _cbow_batch(x, y, windows, sentence, lr, settings, generator, cumulative, w_out):
-    hidden = torch.zeros_like(x)
-    count = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-    masks = []
-    for offset in range(1, min(settings.window, len(x) - 1) + 1):
+def _windowed(rows: torch.Tensor, window: int) -> torch.Tensor:
+    """(L, 2·window + 1, d) view: [i, k] is rows[i + k - window], zero outside [0, L)."""
+    length, dim = rows.shape
+    padded = torch.cat([rows.new_zeros(window, dim), rows, rows.new_zeros(window, dim)])
+    return padded.as_strided((length, 2 * window + 1, dim), (dim, dim, 1))
+
+
+def _context_weights(windows, sentence, window: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gather, scatter), each (L, 2·window + 1) of 0/1: gather[i, window + o] = 1 when i + o is in the context
+    of centre i; scatter[j, window - o] = 1 when j is in the context of centre j - o (the same pairs, seen from
+    the context word), so that rows_j of the context words = bmm(gather, windowed x) and the context words'
+    gradient = bmm(scatter, windowed gradient of the centres)."""
+    length = len(windows)
+    gather = torch.zeros(length, 2 * window + 1, dtype=dtype, device=windows.device)
+    scatter = torch.zeros_like(gather)
+    for offset in range(1, min(window, length - 1) + 1):
         later_in_ctx, earlier_in_ctx = _pair_masks(windows, sentence, offset)
-        masks.append((offset, later_in_ctx, earlier_in_ctx))
-        hidden[:-offset].addcmul_(later_in_ctx[:, None], x[offset:])
-        hidden[offset:].addcmul_(earlier_in_ctx[:, None], x[:-offset])
-        count[:-offset] += later_in_ctx
-        count[offset:] += earlier_in_ctx
+        gather[:-offset, window + offset] = later_in_ctx
+        gather[offset:, window - offset] = earlier_in_ctx
+        scatter[offset:, window - offset] = later_in_ctx
+        scatter[:-offset, window + offset] = earlier_in_ctx
+    return gather, scatter
+
+
+def _cbow_batch(x, y, windows, sentence, lr, settings, generator, noise_table, w_out):
+    gather, scatter = _context_weights(windows, sentence, settings.window, x.dtype)
+    hidden = torch.bmm(gather.unsqueeze(1), _windowed(x, settings.window)).squeeze(1)
+    count = gather.sum(1)
     centre = (count > 0).to(x.dtype)
     hidden.div_(count.clamp(min=1)[:, None])
     score = (hidden * y).sum(1)
@@ -181,16 +232,11 @@ def _cbow_batch(x, y, windows, sentence, lr, settings, generator, cumulative, w_
     grad_hidden = y * g[:, None]
     grad_y = hidden * g[:, None]
     neg_hidden, noise_ids, neg_rows, noise_uses = _negative_step(hidden, w_out, centre, lr, settings, generator,
-                                                                 cumulative)
+                                                                 noise_table)
     grad_hidden.add_(neg_hidden)
-    grad_x = torch.zeros_like(x)
-    served = torch.zeros_like(count)                                # centres each x_j is a context of
-    for offset, later_in_ctx, earlier_in_ctx in masks:              # each context word gets the whole gradient
-        grad_x[offset:].addcmul_(later_in_ctx[:, None], grad_hidden[:-offset])
-        grad_x[:-offset].addcmul_(earlier_in_ctx[:, None], grad_hidden[offset:])
-        served[offset:] += later_in_ctx
-        served[:-offset] += earlier_in_ctx
-    return grad_x, served, grad_y, centre, noise_ids, neg_rows, noise_uses
+    # each context word gets the whole gradient of every centre it serves; `served` counts those centres
+    grad_x = torch.bmm(scatter.unsqueeze(1), _windowed(grad_hidden, settings.window)).squeeze(1)
+    return grad_x, scatter.sum(1), grad_y, centre, noise_ids, neg_rows, noise_uses
 
 
 def _capped(grads: torch.Tensor, rows: torch.Tensor, uses: torch.Tensor, size: int, cap: float) -> torch.Tensor:
@@ -223,7 +269,7 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
     w_in = (torch.rand(vocab_size, dim, generator=generator, device=device) - 0.5) / dim
     w_out = torch.zeros(vocab_size, dim, device=device)
     keep = torch.as_tensor(keep_probabilities(vocab.counts, settings.sample), dtype=torch.float32, device=device)
-    cumulative = torch.as_tensor(np.cumsum(noise_distribution(vocab.counts, settings.ns_exponent)), device=device)
+    noise_table = AliasTable.build(noise_distribution(vocab.counts, settings.ns_exponent), device)
     corpus = torch.as_tensor(ids.astype(np.int64), device=device)
     lengths = torch.as_tensor(np.diff(np.append(starts, len(ids))), device=device)
     bounds = batch_bounds(starts, len(ids), settings.batch_words)
@@ -246,7 +292,7 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
             words, sentence = words[kept], sentence[kept]
             if len(words) > 1:
                 windows = dynamic_windows(len(words), settings.window, generator, device)
-                grads = step(w_in[words], w_out[words], windows, sentence, lr, settings, generator, cumulative,
+                grads = step(w_in[words], w_out[words], windows, sentence, lr, settings, generator, noise_table,
                              w_out)
                 grad_x, x_uses, grad_y, y_uses, noise_ids, neg_rows, noise_uses = grads
                 out_ids = torch.cat([words, noise_ids])

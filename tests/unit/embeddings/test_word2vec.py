@@ -7,7 +7,7 @@ import torch
 from pipeline.embeddings.evaluation import nearest_neighbours
 from pipeline.embeddings.vocab import (EmbeddingsError, Vocabulary, build_vocabulary, encode, keep_probabilities,
                                        noise_distribution)
-from pipeline.embeddings.word2vec import (Word2VecSettings, batch_bounds, draw_noise, dynamic_windows, subsample,
+from pipeline.embeddings.word2vec import (AliasTable, Word2VecSettings, batch_bounds, draw_noise, dynamic_windows, subsample,
                                           train_word2vec)
 
 
@@ -29,12 +29,24 @@ def test_negatives_follow_the_unigram_three_quarters_distribution():
     counts = np.array([1000, 400, 90, 30, 7, 1], dtype=np.int64)
     p = noise_distribution(counts)
     draws = 300_000
-    ids = draw_noise(torch.as_tensor(np.cumsum(p)), draws, torch.Generator().manual_seed(1))
+    ids = draw_noise(AliasTable.build(p), draws, torch.Generator().manual_seed(1))
     observed = np.bincount(ids.numpy(), minlength=len(counts))
     expected = p * draws
     chi2 = ((observed - expected) ** 2 / expected).sum()
     assert chi2 < 20.5                           # chi-square, 5 degrees of freedom: p = 0.001
     assert observed.sum() == draws
+
+
+def test_alias_table_by_hand():
+    # V = 3, p = (0.5, 0.3, 0.2): scaled (1.5, 0.9, 0.6). Vose pops the last small id (2) and large id (0):
+    # accept[2] = 0.6, alias 0, id 0 keeps 1.5 - 0.4 = 1.1; then small 1 with large 0: accept[1] = 0.9, alias 0,
+    # id 0 keeps 1.0 and accepts itself. P(0) = (1 + 0.1 + 0.4) / 3 = 0.5, P(1) = 0.9 / 3, P(2) = 0.6 / 3
+    table = AliasTable.build(np.array([5.0, 3.0, 2.0]))  # unnormalised weights alike
+    assert table.accept.tolist() == pytest.approx([1.0, 0.9, 0.6]) and table.alias.tolist() == [0, 0, 0]
+    assert table.probabilities() == pytest.approx([0.5, 0.3, 0.2], abs=1e-15)
+    counts = np.array([10**6, 12345, 999, 40, 3, 1])
+    p = noise_distribution(counts)
+    assert AliasTable.build(p).probabilities() == pytest.approx(p, rel=1e-12, abs=1e-15)
 
 
 def test_dynamic_window_is_uniform_from_one_to_window():
@@ -137,3 +149,38 @@ def test_shared_negatives_weigh_each_noise_word_negative_over_group_negatives(mo
     assert grad_x[:, 0].tolist() == pytest.approx([-0.0084577, -0.0985306], abs=1e-7)
     assert grad_rows[0, 0].item() == pytest.approx(-0.7093387, abs=1e-7)
     assert uses.tolist() == [6.0, 6.0]
+
+
+def test_cbow_batch_equals_a_loop_over_centres_and_their_contexts(monkeypatch):
+    """The windowed (bmm) context sums against the definition, one centre at a time: h_i = mean of x_j over the
+    context (kept words within i's own window, same sentence), y_i's gradient lr·(1 - s(h_i·y_i))·h_i, and every
+    context word x_j gets the whole gradient of h_i (positive part + the shared-negative part)."""
+    from pipeline.embeddings import word2vec
+
+    length, dim, window, lr = 14, 3, 3, 0.05
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(length, dim, generator=g, dtype=torch.float64), torch.randn(length, dim, generator=g, dtype=torch.float64)
+    w_out = torch.randn(6, dim, generator=g, dtype=torch.float64)
+    windows = torch.tensor([1, 3, 2, 3, 1, 2, 3, 3, 1, 2, 2, 3, 1, 3])
+    sentence = torch.tensor([0] * 6 + [1] * 5 + [2] * 3)
+    noise = torch.tensor([0, 3, 5, 1] * 8)
+    monkeypatch.setattr(word2vec, "draw_noise", lambda table, n, generator: noise[:n])
+    settings = Word2VecSettings(window=window, negative_group=4, group_negatives=2)
+    grad_x, served, grad_y, centre, ids, neg_rows, uses = word2vec._cbow_batch(
+        x, y, windows, sentence, lr, settings, None, None, w_out)
+
+    contexts = [[j for j in range(length) if j != i and abs(j - i) <= windows[i] and sentence[j] == sentence[i]]
+                for i in range(length)]
+    hidden = torch.stack([x[c].mean(0) if c else torch.zeros(dim, dtype=x.dtype) for c in contexts])
+    has = torch.tensor([1.0 if c else 0.0 for c in contexts], dtype=x.dtype)
+    coef = (1 - torch.sigmoid((hidden * y).sum(1))) * lr * has
+    neg_hidden, *_ = word2vec._negative_step(hidden, w_out, has, lr, settings, None, None)
+    grad_hidden = coef[:, None] * y + neg_hidden
+    expected = torch.zeros_like(x)
+    for i, c in enumerate(contexts):
+        for j in c:
+            expected[j] += grad_hidden[i]
+    torch.testing.assert_close(grad_x, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_y, coef[:, None] * hidden, rtol=0, atol=1e-12)
+    assert served.tolist() == [sum(j in c for c in contexts) for j in range(length)]
+    assert centre.tolist() == has.tolist()
