@@ -54,6 +54,10 @@ from pipeline.embeddings.vectors import WordVectors
 from pipeline.embeddings.vocab import EmbeddingsError, Vocabulary, keep_probabilities, noise_distribution
 
 METHODS = ("cbow", "skipgram")
+# (negative_group, group_negatives) by method, measured on 20M words against gensim (benchmarks/embeddings_vs_gensim.py):
+# CBOW at (64, 32) is within 0.2 analogy points of gensim at 0.93M words/s, (16, 64) 0.63M; Skip-gram at (16, 16)
+# lost 2.9 points, (16, 64) is level with gensim
+SHARED_NEGATIVES = {"cbow": (64, 32), "skipgram": (16, 64)}
 
 
 @dataclass
@@ -68,9 +72,9 @@ class Word2VecSettings:
     epochs: int = 5
     batch_words: int = 2048         # corpus words per batch (whole sentences): larger is faster, staler (4096:
                                     # -1 to -2 analogy points on 2M words; 16384 diverges without row_cap)
-    negative_group: int = 16        # consecutive positions sharing one draw of noise words
-    group_negatives: int = 64       # noise words drawn per group, each weighted negative / group_negatives (16:
-                                    # -2.9 analogy points for Skip-gram, -1.1 for CBOW against gensim on 20M words)
+    negative_group: int | None = None   # consecutive positions sharing one draw of noise words
+    group_negatives: int | None = None  # noise words drawn per group, each weighted negative / group_negatives
+                                        # None: the method's SHARED_NEGATIVES
     ns_exponent: float = 0.75       # the unigram^0.75 noise distribution
     row_cap: float = 128.0          # a row updated by n > row_cap pairs in a batch gets its sum x row_cap / n
                                     # (skipgram diverged at 256 with 4096-word batches)
@@ -79,6 +83,9 @@ class Word2VecSettings:
     def __post_init__(self):
         if self.method not in METHODS:
             raise EmbeddingsError(f"method: expected one of {METHODS}, got {self.method!r}")
+        group, per_group = SHARED_NEGATIVES[self.method]
+        self.negative_group = group if self.negative_group is None else self.negative_group
+        self.group_negatives = per_group if self.group_negatives is None else self.group_negatives
         for name in ("vector_size", "window", "negative", "epochs", "batch_words", "negative_group",
                      "group_negatives", "row_cap"):
             if getattr(self, name) < 1:
@@ -239,13 +246,15 @@ def _cbow_batch(x, y, windows, sentence, lr, settings, generator, noise_table, w
     return grad_x, scatter.sum(1), grad_y, centre, noise_ids, neg_rows, noise_uses
 
 
-def _capped(grads: torch.Tensor, rows: torch.Tensor, uses: torch.Tensor, size: int, cap: float) -> torch.Tensor:
-    """Scale the gradients of rows updated by n > cap pairs in the batch by cap / n: their summed (stale) update
-    is at most cap times their average one. Sequential SGD shrinks each step as the row learns; a sum of n stale
-    steps overshoots and, for frequent words in large batches, diverges."""
-    counts = torch.bincount(rows, weights=uses, minlength=size).to(grads.dtype)
-    scale = (cap / counts.clamp(min=cap))[rows]
-    return grads.mul_(scale[:, None])
+def _add_capped(matrix: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], cap: float):
+    """Add each part's gradients (rows, grads, uses) into `matrix`, the gradients of rows updated by n > cap pairs
+    in the batch (all parts together) scaled by cap / n: their summed (stale) update is at most cap times their
+    average one. Sequential SGD shrinks each step as the row learns; a sum of n stale steps overshoots and, for
+    frequent words in large batches, diverges."""
+    counts = sum(torch.bincount(rows, weights=uses, minlength=len(matrix)) for rows, _, uses in parts)
+    scale = cap / counts.to(matrix.dtype).clamp(min=cap)
+    for rows, grads, _ in parts:
+        matrix.index_add_(0, rows, grads.mul_(scale[rows][:, None]))
 
 
 def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabulary, settings: Word2VecSettings,
@@ -295,10 +304,8 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
                 grads = step(w_in[words], w_out[words], windows, sentence, lr, settings, generator, noise_table,
                              w_out)
                 grad_x, x_uses, grad_y, y_uses, noise_ids, neg_rows, noise_uses = grads
-                out_ids = torch.cat([words, noise_ids])
-                w_in.index_add_(0, words, _capped(grad_x, words, x_uses, vocab_size, settings.row_cap))
-                w_out.index_add_(0, out_ids, _capped(torch.cat([grad_y, neg_rows]), out_ids,
-                                                     torch.cat([y_uses, noise_uses]), vocab_size, settings.row_cap))
+                _add_capped(w_in, [(words, grad_x, x_uses)], settings.row_cap)
+                _add_capped(w_out, [(words, grad_y, y_uses), (noise_ids, neg_rows, noise_uses)], settings.row_cap)
             done += end - begin
             if progress is not None:
                 progress(done, total)

@@ -184,3 +184,14 @@ def test_cbow_batch_equals_a_loop_over_centres_and_their_contexts(monkeypatch):
     torch.testing.assert_close(grad_y, coef[:, None] * hidden, rtol=0, atol=1e-12)
     assert served.tolist() == [sum(j in c for c in contexts) for j in range(length)]
     assert centre.tolist() == has.tolist()
+
+
+def test_shared_negative_defaults_depend_on_the_method_and_an_explicit_value_wins():
+    from pipeline.embeddings.word2vec import SHARED_NEGATIVES
+
+    for method in ("cbow", "skipgram"):
+        settings = Word2VecSettings(method=method)
+        assert (settings.negative_group, settings.group_negatives) == SHARED_NEGATIVES[method]
+    assert Word2VecSettings(method="cbow", negative_group=8).negative_group == 8
+    with pytest.raises(EmbeddingsError, match="group_negatives"):
+        Word2VecSettings(group_negatives=0)
