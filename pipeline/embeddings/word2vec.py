@@ -15,7 +15,8 @@ methods slide over every kept position i of every sentence (a line; windows neve
     skipgram     every (context j, centre i) pair maximises log s(x_j . y_i) + sum_k log s(-x_j . y_k)
     cbow         h_i = mean of x_j over the context (cbow_mean); maximises log s(h_i . y_i) + sum log s(-h_i . y_k);
                  as in word2vec, the gradient w.r.t. h_i is added whole to every x_j of the context
-    negatives    y_k for noise words drawn from P(w) = c_w^0.75 / sum c^0.75 (`vocab.noise_distribution`)
+    negatives    y_k for noise words drawn from P(w) = c_w^0.75 / sum c^0.75 (`vocab.noise_distribution`),
+                 through an alias table (`AliasTable`)
     updates      plain SGD with a learning rate decaying linearly from `alpha` to `min_alpha` over all words of
                  all epochs (word2vec's schedule); x initialised uniform(-0.5, 0.5) / dim, y at zero
 
@@ -30,7 +31,8 @@ What differs from word2vec.c and gensim (which update one pair at a time, Hogwil
 - Shared negatives: each group of `negative_group` consecutive positions shares `group_negatives` noise words,
   each weighted negative / group_negatives, so every pair still carries `negative` negatives' worth of gradient in
   expectation (the sharing of Ji et al. 2016, "Parallelizing word2vec in shared and distributed memory"); it turns
-  the negative step into a batched matrix product and cuts the rows gathered per word from ~negative to ~1.
+  the negative step into a batched matrix product and cuts the rows gathered per word from ~negative to
+  group_negatives / negative_group (`SHARED_NEGATIVES`: 0.5 for CBOW, 4 for Skip-gram, whose quality needs them).
   A noise word equal to the positive one is not skipped (word2vec skips it).
 - The exact sigmoid (word2vec clips |score| >= 6 and skips those updates; it reads a 1000-entry table).
 - Words per second and progress count in-vocabulary corpus words (before subsampling).
