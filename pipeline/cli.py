@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)  # overrides may come before or after --options
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # one line, as for every other bad input (argparse's error would print its usage first)
+        print(f"error: unrecognized arguments: {' '.join(extra)} (overrides are section.key=value)", file=sys.stderr)
+        return 2
     if args.command in TOOLS:
         return exit_status(importlib.import_module(TOOLS[args.command][0]).run_command, args)
     return exit_status(COMMANDS[args.command], args)

@@ -86,6 +86,8 @@ CASES = {
     "unknown stage in run.stages": (lambda run, tmp: ["run", recipe(tmp, "run: {stages: [data, sfx]}\n"),
                                                       f"run.output_dir={run}"], ["stages", "sfx"]),
     "unknown stage command": (lambda run, tmp: ["stage", "sfx", "--run", str(run)], ["sfx"]),
+    "override without =": (lambda run, tmp: ["stage", "sft", "--run", str(run), "sft.learning_rate"],
+                           ["sft.learning_rate", "section.key=value"]),
     "missing dataset file": (lambda run, tmp: ["stage", "data", "--config", source_recipe(tmp, tmp / "nope.txt"),
                                                f"run.output_dir={run}"], ["data.sources[extra]", "nope.txt"]),
     "empty dataset file": (lambda run, tmp: ["stage", "data", "--config", source_recipe(tmp, write(tmp / "e.txt", "")),
