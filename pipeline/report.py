@@ -222,6 +222,11 @@ def ladder_caption(sft: dict, ppo: dict | None, config: dict) -> str:
              " the base model; KL: exact KL to the SFT policy summed over each response's tokens, mean over those"
              " prompts; the PPO row's changes are paired differences from SFT with 95% intervals; reward hacking:"
              " RM score up and strict exact match down, both beyond their intervals.")
+    weight = finite_number(ppo_config.get("likelihood_weight"))
+    if weight and finite_number(ppo.get("objective_gain")) is not None:
+        text += (f" PPO optimised the reward model's score + {fmt(weight)} × the response's log-likelihood under the"
+                 f" SFT policy (`likelihood_weight`): that score's gain {fmt(ppo['objective_gain'], sign=True)}"
+                 f" ({fmt_interval(ppo.get('objective_gain_ci95'))}); the RM score column is the reward model's alone.")
     before = finite_number(ppo.get("exact_match_before"))
     if before is not None and abs(before - float(sft["exact_match"])) > 1e-9:
         text += (f" The ppo stage scored the SFT policy at {fmt(before)} strict exact match (its change is measured"
@@ -302,10 +307,25 @@ def reward_section(metrics: dict | None, plots: Plots) -> str:
                     "against how often it was, in bins (each pair counted in both orders).")
     kinds = metrics.get("accuracy_by_kind")
     if isinstance(kinds, dict) and kinds:
-        rows = [[kind, fmt(value)] for kind, value in sorted(kinds.items())]
-        body.append(table(["rejected reply kind", "accuracy"], rows, "lr") + f"\n\nPairwise accuracy (r_chosen > "
-                    f"r_rejected) on the {metrics.get('pairs', '?')} held-out preference pairs, by how the rejected "
-                    f"reply was made; overall {fmt(metrics.get('accuracy'))}, mean margin {fmt(metrics.get('margin_mean'))}.")
+        weight = finite_number(metrics.get("likelihood_weight"))
+        columns = [("accuracy", "accuracy_by_kind", "accuracy")]
+        if weight is not None:
+            columns += [(f"+ {fmt(weight)} × log p_SFT", "accuracy_by_kind_with_likelihood", "accuracy_with_likelihood"),
+                        ("log p_SFT alone", "accuracy_by_kind_likelihood_alone", "accuracy_likelihood_alone")]
+        columns += [("floor: shorter reply", "floor_shorter_reply_by_kind", "floor_shorter_reply")]
+        columns = [c for c in columns if isinstance(metrics.get(c[1]), dict)]
+        rows = [[kind] + [fmt(metrics[by_kind].get(kind)) for _, by_kind, _ in columns] for kind in sorted(kinds)]
+        rows.append(["all"] + [fmt(metrics.get(overall)) for _, _, overall in columns])
+        text = (f"Pairwise accuracy (r_chosen > r_rejected, ties wrong) on the {metrics.get('pairs', '?')} held-out "
+                f"preference pairs, by how the rejected reply was made; mean margin {fmt(metrics.get('margin_mean'))}.")
+        if weight is not None:
+            text += (f" With `likelihood_weight` {fmt(weight)} the reward is r + {fmt(weight)} × the reply's "
+                     "log-likelihood under the SFT model (the reward ppo optimises with the same weight); "
+                     "\"log p_SFT alone\" ranks by that likelihood only.")
+        if any(by_kind == "floor_shorter_reply_by_kind" for _, by_kind, _ in columns):
+            text += " Floor: preferring the shorter reply."
+        body.append(table(["rejected reply kind", *(name for name, _, _ in columns)], rows, "l" + "r" * len(columns))
+                    + "\n\n" + text)
     return _section("Reward model", body)
 
 

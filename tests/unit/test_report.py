@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.cli import main
 
@@ -118,6 +119,28 @@ def test_ladder_hand_checked_values(nano_run, tmp_path, capsys):
     assert row[1] == "0.250 (change -0.125, 95% CI [-0.200, -0.050])"
     assert row[3] == "1.500 (gain +0.750, 95% CI [+0.500, +1.000])"
     assert row[4:] == ["2.000", "YES"]
+
+
+def test_reward_table_with_the_likelihood_and_the_floor(nano_run, tmp_path, capsys):
+    folder = _copy(nano_run, tmp_path)
+    reward = _metrics(folder, "reward")
+    kinds = sorted(reward["accuracy_by_kind"])
+    reward.update(likelihood_weight=0.3, accuracy_with_likelihood=0.99, accuracy_likelihood_alone=0.98,
+                  accuracy_by_kind_with_likelihood={k: 0.95 for k in kinds},
+                  accuracy_by_kind_likelihood_alone={k: 0.5 for k in kinds},
+                  floor_shorter_reply=0.775, floor_shorter_reply_by_kind={k: 0.25 for k in kinds})
+    (folder / "reward" / "metrics.json").write_text(json.dumps(reward))
+    ppo = _metrics(folder, "ppo")
+    ppo.update(objective_gain=0.892, objective_gain_ci95=[0.609, 1.175])
+    (folder / "ppo" / "metrics.json").write_text(json.dumps(ppo))
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["ppo"]["likelihood_weight"] = 0.3
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    text = _report(folder, capsys)
+    assert "| rejected reply kind | accuracy | + 0.300 × log p_SFT | log p_SFT alone | floor: shorter reply |" in text
+    assert f"| {kinds[0]} | {reward['accuracy_by_kind'][kinds[0]]:.3f} | 0.950 | 0.500 | 0.250 |" in text
+    assert f"| all | {reward['accuracy']:.3f} | 0.990 | 0.980 | 0.775 |" in text
+    assert "that score's gain +0.892 (95% CI [+0.609, +1.175])" in text
 
 
 def test_run_without_ppo_renders_without_the_ppo_parts(nano_run, tmp_path, capsys):
