@@ -43,3 +43,12 @@ def load_reward_base(folder: str | Path, scratch: Path):
             shutil.rmtree(scratch, ignore_errors=True)
     model.name_or_path = model.config.name_or_path = str(folder)
     return model
+
+
+def learned_positions(config) -> int | None:
+    """How many positions a model with learned absolute position embeddings can read (GPT-2's `n_positions`):
+    a longer sequence indexes past its position table. None for rotary models (Llama), which run on (untrained
+    beyond their training length, but without an error)."""
+    if getattr(config, "model_type", None) == "gpt2":
+        return int(config.n_positions)
+    return None

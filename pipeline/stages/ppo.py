@@ -40,8 +40,10 @@ from pipeline import console
 from pipeline.artifacts import RunDir, replace_dir
 from pipeline.data.packing import pack
 from pipeline.errors import PipelineError
-from pipeline.models.loading import is_adapter, load_causal_lm
+from pipeline.metrics.qa import prompt_ids
+from pipeline.models.loading import is_adapter, learned_positions, load_causal_lm
 from pipeline.rl.ptx import PTXBlocks
+from pipeline.rl.rollout import scoring_suffix
 from pipeline.rl.trainer import PPOError, PPOSettings, PPOTrainer
 from pipeline.rl.value_head import PolicyWithValueHead, ValueHead, save_value_head
 from pipeline.interrupts import StageInterrupted, interrupt_requested
@@ -94,6 +96,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     ptx = load_ptx_blocks(cfg, run, tokenizer) if cfg.ptx_coef > 0 else None
     reward_model = load_reward_model(reward_path)
+    check_positions(cfg, tokenizer, reward_model.config, [*prompts, *held_out])
     policy, reference = load_policy(policy_path)
     value_model = copy.deepcopy(reward_model) if cfg.value_model == "reward" else ValueHead.for_policy(policy)
     per_update = cfg.rollout_batch_size * state.num_processes
@@ -205,6 +208,21 @@ def load_reward_model(path):
     if labels != 1:
         raise PipelineError(f"ppo: the reward model at {path} has {labels} labels; PPO needs one scalar (num_labels 1)")
     return AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
+
+
+def check_positions(cfg: Config, tokenizer, config, prompts: list) -> None:
+    """The longest prompt, a whole response (`max_new_tokens`, or `eval_max_new_tokens` at the end) and the
+    template's suffix fit the positions a model with learned position embeddings has (GPT-2): one line otherwise.
+    Policy, value and reward models share the pretrained model's positions."""
+    limit = learned_positions(config)
+    if limit is None or not prompts:
+        return
+    longest = max(len(prompt_ids(tokenizer, prompt)) for prompt in prompts)
+    needed = longest + max(cfg.max_new_tokens, cfg.eval_max_new_tokens) + len(scoring_suffix(tokenizer))
+    if needed > limit:
+        raise PipelineError(f"ppo.max_new_tokens: the longest prompt ({longest} tokens) and a response of "
+                            f"{max(cfg.max_new_tokens, cfg.eval_max_new_tokens)} need {needed} positions, but the "
+                            f"{config.model_type} models learned {limit} (pretrain.block_size)")
 
 
 def load_policy(path):
