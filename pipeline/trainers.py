@@ -37,6 +37,17 @@ def check_sizes(args) -> None:
             raise ValueError(f"{name}: expected >= 1, got {value}")
 
 
+def check_max_length(model, max_length: int | None, field: str, folder) -> None:
+    """A model with learned absolute positions (GPT-2, `learned_positions`) cannot read past them: `field`
+    (a stage's `max_length`) must fit, or one line naming it, before any work."""
+    from pipeline.models.loading import learned_positions
+
+    limit = learned_positions(model.config)
+    if limit is not None and (max_length is None or max_length > limit):
+        raise PipelineError(f"{field}: {max_length} tokens, but the {model.config.model_type} model in {folder} "
+                            f"learned {limit} positions (pretrain.block_size): set {field} <= {limit}")
+
+
 def resolve_precision(precision: str) -> str:
     """fp32, bf16 or fp16 for a recipe's `precision`: auto is bf16 on a GPU that has it, fp32 elsewhere (on CPU,
     so that the saved model and the one trained agree)."""

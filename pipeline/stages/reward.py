@@ -28,8 +28,8 @@ from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
 from pipeline.metrics.reward import (held_out_pairs, likelihood_report, pair_metrics, plot_calibration, score_pairs,
                                      shorter_reply_floor)
-from pipeline.models.loading import is_adapter, learned_positions, load_causal_lm, load_reward_base
-from pipeline.trainers import (FineTuneArguments, held_out, history, last_loss, runtime_args,
+from pipeline.models.loading import is_adapter, load_causal_lm, load_reward_base
+from pipeline.trainers import (FineTuneArguments, check_max_length, held_out, history, last_loss, runtime_args,
                                save_final, stage_callbacks, train_resuming)
 
 NAME, NEEDS = "reward", ("data", "pretrain", "sft")
@@ -81,10 +81,7 @@ def run(cfg: Config, run: RunDir) -> dict:
         raise PipelineError(f"reward.use_peft: {base} is a LoRA adapter, so a reward adapter would have no base to "
                             "load with: set reward.merge=true (or sft.merge=true)")
     model = load_reward_base(base, run.stage_dir(NAME) / ".base")
-    limit = learned_positions(model.config)
-    if limit is not None and cfg.max_length > limit:
-        raise PipelineError(f"reward.max_length: {cfg.max_length} tokens, but the {model.config.model_type} model in "
-                            f"{base} learned {limit} positions (pretrain.block_size): set reward.max_length <= {limit}")
+    check_max_length(model, cfg.max_length, "reward.max_length", base)
     model.config.pad_token_id = tokenizer.pad_token_id
     columns = [c for c in ("prompt", "chosen", "rejected") if c in ds["train"].column_names]
     validation = held_out(ds)

@@ -22,8 +22,8 @@ from trl import SFTConfig, SFTTrainer
 from pipeline.artifacts import RunDir
 from pipeline.errors import PipelineError
 from pipeline.metrics.qa import qa_floors, score_qa
-from pipeline.models.loading import learned_positions, load_causal_lm
-from pipeline.trainers import (FineTuneArguments, held_out, history, last_loss, runtime_args,
+from pipeline.models.loading import load_causal_lm
+from pipeline.trainers import (FineTuneArguments, check_max_length, held_out, history, last_loss, runtime_args,
                                save_final, stage_callbacks, train_resuming)
 
 NAME, NEEDS = "sft", ("data", "pretrain")
@@ -49,10 +49,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     base_path = run.final("pretrain")
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = load_causal_lm(base_path)
-    limit = learned_positions(model.config)
-    if limit is not None and (cfg.max_length is None or cfg.max_length > limit):
-        raise PipelineError(f"sft.max_length: {cfg.max_length} tokens, but the {model.config.model_type} model in "
-                            f"{base_path} learned {limit} positions (pretrain.block_size): set sft.max_length <= {limit}")
+    check_max_length(model, cfg.max_length, "sft.max_length", base_path)
     ds = run.dataset(cfg.dataset, where="sft.dataset")
     if "messages" not in ds["train"].column_names:
         raise PipelineError(f"sft.dataset: {cfg.dataset!r} has no `messages` column (columns: {', '.join(ds['train'].column_names)})")
