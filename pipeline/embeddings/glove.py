@@ -101,40 +101,65 @@ class GloVeModel:
         return (self.word[:, :self.dim] + self.context[:, :self.dim]).float().cpu().numpy()
 
 
-def _adagrad(table: torch.Tensor, gradsq: torch.Tensor, index: torch.Tensor, steps: torch.Tensor) -> None:
-    """Apply per-entry AdaGrad steps `steps` (already scaled by the learning rate) to rows `index` of `table`:
-    a row met k times takes T / sqrt(G + S (k - 1) / k), then G += S (T, S: sum and squared sum of its steps)."""
-    unique, inverse, counts = torch.unique(index, return_inverse=True, return_counts=True)
-    if len(unique) == len(index):                         # no repeats: the C tool's step, entry by entry
-        squared = steps * steps
-        table.index_add_(0, index, steps / gradsq[index].sqrt(), alpha=-1.0)
-        gradsq.index_add_(0, index, squared)
-        return
-    total = torch.zeros(len(unique), steps.shape[1], dtype=steps.dtype, device=steps.device)
-    total.index_add_(0, inverse, steps)
-    squared = torch.zeros_like(total).index_add_(0, inverse, steps * steps)
-    counts = counts.to(steps.dtype).unsqueeze(1)
-    repeats = (counts - 1) / counts
-    table.index_add_(0, unique, total / (gradsq[unique] + squared * repeats).sqrt(), alpha=-1.0)
+class Workspace:
+    """One worker's scratch memory for `glove_step`, allocated once: the batch's gathered rows, their product and
+    steps (`batch_size` x (dim + 1) each) and a word -> slot table for grouping a batch's repeated rows. Reusing it
+    saves an allocation and its page faults per intermediate per batch (a third of the time on CPU)."""
+
+    def __init__(self, model: GloVeModel, batch_size: int):
+        table = model.word
+        self.buffers = torch.empty(5, batch_size, table.shape[1], dtype=table.dtype, device=table.device)
+        self.slot = torch.empty(len(table), dtype=torch.int64, device=table.device)
+        self.positions = torch.arange(len(table), device=table.device)
+
+    def group(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What `torch.unique(index, return_inverse=True, return_counts=True)` gives (unique ascending), by
+        counting instead of sorting: O(batch + vocabulary), 2-3x faster than the sort on CPU."""
+        counts = torch.bincount(index, minlength=len(self.slot))
+        unique = torch.nonzero(counts).squeeze(1)
+        self.slot.index_copy_(0, unique, self.positions[:len(unique)])
+        return unique, torch.index_select(self.slot, 0, index), torch.index_select(counts, 0, unique)
+
+
+def _adagrad(table: torch.Tensor, gradsq: torch.Tensor, index: torch.Tensor, descent: torch.Tensor,
+             squares: torch.Tensor, workspace: Workspace) -> None:
+    """Apply per-entry AdaGrad steps to rows `index` of `table`; `descent` holds the steps' negatives (already
+    scaled by the learning rate) and `squares` is scratch of its shape. A row met k times takes
+    T / sqrt(G + S (k - 1) / k), then G += S (T, S: sum and squared sum of its steps); for k = 1 that is the C
+    tool's step."""
+    unique, inverse, counts = workspace.group(index)
+    total = torch.zeros(len(unique), descent.shape[1], dtype=descent.dtype, device=descent.device)
+    total.index_add_(0, inverse, descent)
+    squared = torch.zeros_like(total).index_add_(0, inverse, torch.mul(descent, descent, out=squares))
+    denominator = torch.index_select(gradsq, 0, unique)
     gradsq.index_add_(0, unique, squared)
+    counts = counts.to(descent.dtype).unsqueeze(1)
+    denominator.addcmul_(squared, (counts - 1) / counts)
+    table.index_add_(0, unique, total.div_(denominator.sqrt_()))   # index_add_ without alpha: 3x faster
 
 
 def glove_step(model: GloVeModel, rows: torch.Tensor, cols: torch.Tensor, log_counts: torch.Tensor,
-               weights: torch.Tensor, learning_rate: float, grad_clip: float = 100.0) -> torch.Tensor:
+               weights: torch.Tensor, learning_rate: float, grad_clip: float = 100.0,
+               workspace: Workspace | None = None) -> torch.Tensor:
     """One batched update on the entries (rows, cols) with log X and f(X) given; returns the batch's cost
-    sum 0.5 f diff^2 (the C tool's), computed before the update."""
-    dim = model.dim
-    word, context = model.word[rows], model.context[cols]
-    diff = (word[:, :dim] * context[:, :dim]).sum(1) + word[:, dim] + context[:, dim] - log_counts
+    sum 0.5 f diff^2 (the C tool's), computed before the update. `workspace`: reusable scratch (one per worker)."""
+    dim, size = model.dim, len(rows)
+    workspace = workspace or Workspace(model, size)
+    word, context, product, steps, squares = (buffer[:size] for buffer in workspace.buffers)
+    torch.index_select(model.word, 0, rows, out=word)
+    torch.index_select(model.context, 0, cols, out=context)
+    torch.mul(word, context, out=product)                 # the whole rows' product, then the biases' taken out
+    diff = product.sum(1) - product[:, dim] + word[:, dim] + context[:, dim] - log_counts
     fdiff = weights * diff
     cost = 0.5 * (fdiff * diff).sum()
-    fdiff = fdiff.unsqueeze(1)
+    descent = (fdiff * -learning_rate).unsqueeze(1)       # clip(g) * eta = clip(g * eta, clip * eta) for eta > 0
+    bound = grad_clip * learning_rate
     for table, gradsq, index, other in ((model.word, model.word_gradsq, rows, context),
                                         (model.context, model.context_gradsq, cols, word)):
-        steps = fdiff * other
-        steps[:, :dim].clamp_(-grad_clip, grad_clip).mul_(learning_rate)
-        steps[:, dim] = fdiff[:, 0]                        # the bias: fdiff itself, no learning rate
-        _adagrad(table, gradsq, index, steps)
+        torch.mul(other, descent, out=steps)
+        steps[:, :dim].clamp_(-bound, bound)
+        steps[:, dim] = -fdiff                             # the bias: fdiff itself, no learning rate
+        _adagrad(table, gradsq, index, steps, squares, workspace)
     return cost
 
 
@@ -176,10 +201,11 @@ def train_glove(cooc: Cooccurrences, vocab_words: list[str], settings: GloVeSett
 
         def fit(batch_starts: list[int]) -> torch.Tensor:
             cost = torch.zeros((), dtype=torch.float64, device=device)
+            workspace = Workspace(model, settings.batch_size)
             for start in batch_starts:
                 batch = order[start:start + settings.batch_size]
-                cost += glove_step(model, rows[batch], cols[batch], log_counts[batch], weights[batch],
-                                   settings.learning_rate, settings.grad_clip)
+                entries = [torch.index_select(column, 0, batch) for column in (rows, cols, log_counts, weights)]
+                cost += glove_step(model, *entries, settings.learning_rate, settings.grad_clip, workspace)
             return cost
 
         if settings.workers == 1:

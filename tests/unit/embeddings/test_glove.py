@@ -8,7 +8,8 @@ import torch
 
 from pipeline.embeddings.cooccurrence import Cooccurrences, count_cooccurrences
 from pipeline.embeddings.evaluation import nearest_neighbours
-from pipeline.embeddings.glove import GloVeModel, GloVeSettings, glove_loss, glove_step, train_glove, weighting
+from pipeline.embeddings.glove import (GloVeModel, GloVeSettings, Workspace, glove_loss, glove_step, train_glove,
+                                      weighting)
 from pipeline.embeddings.vocab import EmbeddingsError, build_vocabulary, encode
 
 
@@ -130,3 +131,15 @@ def test_same_seed_same_vectors_and_bad_input():
     empty = Cooccurrences(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0), 3)
     with pytest.raises(EmbeddingsError, match="no co-occurrences"):
         train_glove(empty, ["a", "b", "c"], settings)
+
+
+def test_workspace_groups_a_batch_as_torch_unique():
+    model = GloVeModel(50, 3)
+    workspace = Workspace(model, batch_size=64)
+    index = torch.tensor([7, 3, 7, 49, 0, 3, 7])
+    unique, inverse, counts = workspace.group(index)
+    assert unique.tolist() == [0, 3, 7, 49] and counts.tolist() == [1, 2, 3, 1]
+    assert inverse.tolist() == [2, 1, 2, 3, 0, 1, 2]                   # unique[inverse] == index
+    random = torch.randint(0, 50, (64,), generator=torch.Generator().manual_seed(0))
+    for mine, torchs in zip(workspace.group(random), torch.unique(random, return_inverse=True, return_counts=True)):
+        assert torch.equal(mine, torchs)
