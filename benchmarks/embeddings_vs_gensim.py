@@ -2,6 +2,7 @@
 
     python benchmarks/embeddings_vs_gensim.py                         # the whole gutenberg_large corpus (~20M words)
     python benchmarks/embeddings_vs_gensim.py --words 2000000 --methods cbow
+    python benchmarks/embeddings_vs_gensim.py --words 2000000 --hs     # hierarchical softmax, no negatives, both sides
 
 What each side does, on the same input: the corpus lowercased to runs of letters (`words_of`), one line per
 paragraph, written once to a temporary file; vocabulary min_count 5; vector size 100, window 5, 5 negatives,
@@ -12,6 +13,8 @@ Each side runs in its own process (peak RSS is that process's). Both sides' vect
 (`pipeline.embeddings.evaluation`): 3CosAdd analogy accuracy on gensim's questions-words.txt among the top 30k
 words, and Spearman on wordsim353.tsv. words/s = corpus words (every word of the letters file) x epochs / training
 seconds (vocabulary building and reading excluded on both sides; "wall" is the child's whole run).
+With --hs both sides train with hierarchical softmax instead of negative sampling (gensim `hs=1, negative=0`,
+ours `hs=True, negative=0`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ def scores(vectors) -> dict:
             "syntactic": analogy["syntactic_accuracy"], "ws353": ws353["spearman"]}
 
 
+def use_hierarchical_softmax() -> None:
+    """--hs: hierarchical softmax instead of negative sampling, on both sides."""
+    SETTINGS.update(negative=0, hs=True)
+
+
 def train_ours(path: Path, method: str, overrides: dict) -> tuple[object, float]:
     from pipeline.embeddings.vocab import build_vocabulary, encode
     from pipeline.embeddings.word2vec import Word2VecSettings, train_word2vec
@@ -79,7 +87,7 @@ def train_gensim(path: Path, method: str, threads: int) -> tuple[object, float]:
 
     model = Word2Vec(vector_size=SETTINGS["vector_size"], window=SETTINGS["window"], negative=SETTINGS["negative"],
                      sample=SETTINGS["sample"], alpha=SETTINGS["alpha"], min_count=SETTINGS["min_count"],
-                     sg=int(method == "skipgram"), workers=threads, seed=0)
+                     sg=int(method == "skipgram"), hs=int(SETTINGS.get("hs", False)), workers=threads, seed=0)
     model.build_vocab(corpus_file=str(path))
     start = time.perf_counter()
     model.train(corpus_file=str(path), total_words=model.corpus_total_words, total_examples=model.corpus_count,
@@ -111,8 +119,11 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=["gensim", "ours"])
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a Word2VecSettings field for our side (e.g. batch_words=4096); labelled in the table")
+    parser.add_argument("--hs", action="store_true", help="hierarchical softmax, no negatives, on both sides")
     parser.add_argument("--child", nargs=4, metavar=("SIDE", "METHOD", "FILE", "WORDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.hs:
+        use_hierarchical_softmax()
     if args.child:
         side, method, path, words = args.child
         return child(side, method, Path(path), int(words), args.threads, overrides(args.set))
@@ -127,8 +138,10 @@ def main() -> None:
             for side in args.sides:
                 env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
                 sets = [f"--set={item}" for item in args.set]
-                out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), *sets, "--child", side,
-                                      method, str(path), str(words)], capture_output=True, text=True, env=env, check=True)
+                hs = ["--hs"] if args.hs else []
+                command = [sys.executable, __file__, "--threads", str(args.threads), *sets, *hs, "--child", side, method,
+                           str(path), str(words)]
+                out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(f"  {side} {method}: {rows[-1]['train_seconds']:.1f} s", flush=True)
     table(rows)

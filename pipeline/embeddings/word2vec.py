@@ -1,4 +1,5 @@
-"""word2vec: CBOW and Skip-gram with negative sampling (Mikolov et al. 2013), trained in torch on CPU or GPU.
+"""word2vec: CBOW and Skip-gram with negative sampling and/or hierarchical softmax (Mikolov et al. 2013), trained
+in torch on CPU or GPU.
 
     vocab = build_vocabulary(open("corpus.txt"), min_count=5)
     ids, starts = encode(open("corpus.txt"), vocab)
@@ -17,6 +18,9 @@ methods slide over every kept position i of every sentence (a line; windows neve
                  as in word2vec, the gradient w.r.t. h_i is added whole to every x_j of the context
     negatives    y_k for noise words drawn from P(w) = c_w^0.75 / sum c^0.75 (`vocab.noise_distribution`),
                  through an alias table (`AliasTable`)
+    hs           (`hs=True`) the output side is also (with negative 0: only) a hierarchical softmax over a Huffman
+                 tree of the vocabulary (`pipeline.embeddings.huffman`): log p(i | x_j) for Skip-gram, log p(i | h_i)
+                 for CBOW, the path's inner-node vectors in `syn1` (zero at the start)
     updates      plain SGD with a learning rate decaying linearly from `alpha` to `min_alpha` over all words of
                  all epochs (word2vec's schedule); x initialised uniform(-0.5, 0.5) / dim, y at zero
 
@@ -39,7 +43,10 @@ What differs from word2vec.c and gensim (which update one pair at a time, Hogwil
 
 We wrote our own because no Hugging Face library trains word2vec, and gensim (the reference we benchmark
 against, benchmarks/_w2v_probe.py) runs on CPU only. Deterministic for a seed on CPU.
-Not implemented: hierarchical softmax (negative sampling only), multi-process training.
+Hierarchical softmax is batched the same way: a batch's paths are padded to its deepest, Skip-gram scores every
+inner node of a centre's path against all its context words in one `bmm` over the windowed input rows, and the
+inner nodes' summed updates are capped like the rows' (the root is on every path). Not implemented:
+multi-process training.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ import numpy as np
 import torch
 
 from pipeline.embeddings.checkpoint import EpochCheckpoint, EpochState
+from pipeline.embeddings.huffman import HuffmanTree, hs_cbow, hs_skipgram
 from pipeline.embeddings.vectors import WordVectors
 from pipeline.embeddings.vocab import EmbeddingsError, Vocabulary, keep_probabilities, noise_distribution
 
@@ -67,7 +75,8 @@ class Word2VecSettings:
     method: str = "cbow"            # "cbow" (predict a word from its context's mean) or "skipgram"
     vector_size: int = 100          # word2vec's and gensim's default
     window: int = 5                 # max distance of a context word; each position draws its own in [1, window]
-    negative: int = 5               # noise words per pair (word2vec: 5-20 for small corpora, 2-5 for large)
+    negative: int = 5               # noise words per pair (word2vec: 5-20 for small corpora, 2-5 for large; 0: none)
+    hs: bool = False                # also (with negative 0: only) hierarchical softmax (`pipeline.embeddings.huffman`)
     sample: float = 1e-3            # subsampling threshold t (gensim's default; 0: off)
     alpha: float = 0.025            # initial learning rate (gensim's default for both methods)
     min_alpha: float = 0.0001       # final learning rate, reached linearly at the end of the last epoch
@@ -88,10 +97,13 @@ class Word2VecSettings:
         group, per_group = SHARED_NEGATIVES[self.method]
         self.negative_group = group if self.negative_group is None else self.negative_group
         self.group_negatives = per_group if self.group_negatives is None else self.group_negatives
-        for name in ("vector_size", "window", "negative", "epochs", "batch_words", "negative_group",
-                     "group_negatives", "row_cap"):
+        for name in ("vector_size", "window", "epochs", "batch_words", "negative_group", "group_negatives",
+                     "row_cap"):
             if getattr(self, name) < 1:
                 raise EmbeddingsError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.negative < (0 if self.hs else 1):
+            raise EmbeddingsError(f"negative: expected >= {0 if self.hs else 1} "
+                                  f"({'with' if self.hs else 'without'} hs), got {self.negative}")
         if not 0 < self.min_alpha <= self.alpha:
             raise EmbeddingsError(f"alpha, min_alpha: expected 0 < min_alpha <= alpha, got {self.alpha}, "
                                   f"{self.min_alpha}")
@@ -115,7 +127,7 @@ def dynamic_windows(n: int, window: int, generator: torch.Generator, device="cpu
 
 def subsample(words: torch.Tensor, keep: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Which occurrences of `words` to keep: each independently with probability keep[word]."""
-    return torch.rand(len(words), generator=generator, device=words.device) < keep[words]
+    return torch.rand(len(words), generator=generator, device=words.device) < keep.index_select(0, words)
 
 
 @dataclass
@@ -155,8 +167,9 @@ def draw_noise(table: AliasTable, n: int, generator: torch.Generator) -> torch.T
     """n word ids drawn from the noise distribution `table`."""
     device = table.accept.device
     ids = torch.randint(0, len(table.accept), (n,), generator=generator, device=device)
-    keep = torch.rand(n, generator=generator, device=device, dtype=torch.float64) < table.accept[ids]
-    return torch.where(keep, ids, table.alias[ids])
+    accept = table.accept.index_select(0, ids)
+    keep = torch.rand(n, generator=generator, device=device, dtype=torch.float64) < accept
+    return torch.where(keep, ids, table.alias.index_select(0, ids))
 
 
 def _pair_masks(windows: torch.Tensor, sentence: torch.Tensor, offset: int):
@@ -176,7 +189,7 @@ def _negative_step(inputs: torch.Tensor, noise: torch.Tensor, weights: torch.Ten
         inputs = torch.cat([inputs, inputs.new_zeros(pad, dim)])
         weights = torch.cat([weights, weights.new_zeros(pad)])
     ids = draw_noise(noise_table, groups * per_group, generator)
-    rows = noise[ids].view(groups, per_group, dim)
+    rows = noise.index_select(0, ids).view(groups, per_group, dim)
     grouped = inputs.view(groups, group, dim)
     scores = torch.bmm(grouped, rows.transpose(1, 2))                       # (groups, group, per_group)
     coef = torch.sigmoid(scores).mul_(-lr * settings.negative / per_group)
@@ -187,23 +200,54 @@ def _negative_step(inputs: torch.Tensor, noise: torch.Tensor, weights: torch.Ten
     return grad_inputs, ids, grad_rows, uses.expand(groups, per_group).reshape(-1)
 
 
-def _skipgram_batch(x, y, windows, sentence, lr, settings, generator, noise_table, w_out):
-    """Gradients (to x rows, to y rows) of a batch of kept positions, plus noise ids and their gradients."""
-    grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
-    pairs = torch.zeros(len(x), dtype=x.dtype, device=x.device)            # pairs each x_j is the input of
-    centred = torch.zeros_like(pairs)                                       # pairs each y_i is the output of
-    for offset in range(1, min(settings.window, len(x) - 1) + 1):
-        later_in_ctx, earlier_in_ctx = _pair_masks(windows, sentence, offset)
-        for mask, inp, out in ((later_in_ctx, slice(offset, None), slice(None, -offset)),
-                               (earlier_in_ctx, slice(None, -offset), slice(offset, None))):
-            score = (x[inp] * y[out]).sum(1)
-            g = (1 - torch.sigmoid(score)).mul_(mask).mul_(lr)            # lr * (1 - s(x_j . y_i)) on pairs
-            grad_x[inp].addcmul_(g[:, None], y[out])
-            grad_y[out].addcmul_(g[:, None], x[inp])
-            pairs[inp] += mask
-            centred[out] += mask
-    neg_x, noise_ids, neg_rows, noise_uses = _negative_step(x, w_out, pairs, lr, settings, generator, noise_table)
-    return grad_x.add_(neg_x), pairs, grad_y, centred, noise_ids, neg_rows, noise_uses
+@dataclass
+class _Model:
+    """What a batch reads: the input vectors, the negative-sampling output vectors and noise table (negative > 0),
+    the hierarchical softmax's inner-node vectors and tree (hs)."""
+
+    w_in: torch.Tensor
+    w_out: torch.Tensor | None
+    noise_table: AliasTable | None
+    syn1: torch.Tensor | None
+    tree: HuffmanTree | None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in ("w_in", "w_out", "syn1") if getattr(self, name) is not None}
+
+
+Updates = dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]  # matrix -> (rows, grads, uses) parts
+
+
+def _skipgram_batch(model: _Model, words, windows, sentence, lr, settings, generator) -> Updates:
+    """Gradient steps of a batch of kept positions, by matrix (`Updates`)."""
+    x = model.w_in.index_select(0, words)        # index_select, not w_in[words]: the same rows, 5x faster on CPU
+    updates: Updates = {"w_in": [], "w_out": [], "syn1": []}
+    if settings.negative:
+        y = model.w_out.index_select(0, words)
+        grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
+        pairs = torch.zeros(len(x), dtype=x.dtype, device=x.device)        # pairs each x_j is the input of
+        centred = torch.zeros_like(pairs)                                   # pairs each y_i is the output of
+        for offset in range(1, min(settings.window, len(x) - 1) + 1):
+            later_in_ctx, earlier_in_ctx = _pair_masks(windows, sentence, offset)
+            for mask, inp, out in ((later_in_ctx, slice(offset, None), slice(None, -offset)),
+                                   (earlier_in_ctx, slice(None, -offset), slice(offset, None))):
+                score = (x[inp] * y[out]).sum(1)
+                g = (1 - torch.sigmoid(score)).mul_(mask).mul_(lr)        # lr * (1 - s(x_j . y_i)) on pairs
+                grad_x[inp].addcmul_(g[:, None], y[out])
+                grad_y[out].addcmul_(g[:, None], x[inp])
+                pairs[inp] += mask
+                centred[out] += mask
+        neg_x, noise_ids, neg_rows, noise_uses = _negative_step(x, model.w_out, pairs, lr, settings, generator,
+                                                                model.noise_table)
+        updates["w_in"].append((words, grad_x.add_(neg_x), pairs))
+        updates["w_out"] += [(words, grad_y, centred), (noise_ids, neg_rows, noise_uses)]
+    if settings.hs:
+        gather, scatter = _context_weights(windows, sentence, settings.window, x.dtype)
+        grad_inputs, node_ids, grad_nodes, node_uses = hs_skipgram(_windowed(x, settings.window), words, gather,
+                                                                   model.syn1, model.tree, lr)
+        updates["w_in"].append((words, _unwindowed_sum(grad_inputs, settings.window), scatter.sum(1)))
+        updates["syn1"].append((node_ids, grad_nodes, node_uses))
+    return updates
 
 
 def _windowed(rows: torch.Tensor, window: int) -> torch.Tensor:
@@ -211,6 +255,16 @@ def _windowed(rows: torch.Tensor, window: int) -> torch.Tensor:
     length, dim = rows.shape
     padded = torch.cat([rows.new_zeros(window, dim), rows, rows.new_zeros(window, dim)])
     return padded.as_strided((length, 2 * window + 1, dim), (dim, dim, 1))
+
+
+def _unwindowed_sum(windowed: torch.Tensor, window: int) -> torch.Tensor:
+    """The inverse direction of `_windowed` for gradients: (L, d) whose row j sums windowed[i, k] over the (i, k)
+    with i + k - window = j."""
+    length, columns, dim = windowed.shape
+    padded = windowed.new_zeros(length + 2 * window, dim)
+    for column in range(columns):
+        padded[column:column + length] += windowed[:, column]
+    return padded[window:window + length]
 
 
 def _context_weights(windows, sentence, window: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,22 +284,32 @@ def _context_weights(windows, sentence, window: int, dtype) -> tuple[torch.Tenso
     return gather, scatter
 
 
-def _cbow_batch(x, y, windows, sentence, lr, settings, generator, noise_table, w_out):
+def _cbow_batch(model: _Model, words, windows, sentence, lr, settings, generator) -> Updates:
+    x = model.w_in.index_select(0, words)
     gather, scatter = _context_weights(windows, sentence, settings.window, x.dtype)
     hidden = torch.bmm(gather.unsqueeze(1), _windowed(x, settings.window)).squeeze(1)
     count = gather.sum(1)
     centre = (count > 0).to(x.dtype)
     hidden.div_(count.clamp(min=1)[:, None])
-    score = (hidden * y).sum(1)
-    g = (1 - torch.sigmoid(score)).mul_(centre).mul_(lr)
-    grad_hidden = y * g[:, None]
-    grad_y = hidden * g[:, None]
-    neg_hidden, noise_ids, neg_rows, noise_uses = _negative_step(hidden, w_out, centre, lr, settings, generator,
-                                                                 noise_table)
-    grad_hidden.add_(neg_hidden)
+    grad_hidden = torch.zeros_like(hidden)
+    updates: Updates = {"w_in": [], "w_out": [], "syn1": []}
+    if settings.negative:
+        y = model.w_out.index_select(0, words)
+        score = (hidden * y).sum(1)
+        g = (1 - torch.sigmoid(score)).mul_(centre).mul_(lr)
+        grad_hidden.addcmul_(y, g[:, None])
+        neg_hidden, noise_ids, neg_rows, noise_uses = _negative_step(hidden, model.w_out, centre, lr, settings,
+                                                                     generator, model.noise_table)
+        grad_hidden.add_(neg_hidden)
+        updates["w_out"] += [(words, hidden * g[:, None], centre), (noise_ids, neg_rows, noise_uses)]
+    if settings.hs:
+        hs_hidden, node_ids, grad_nodes, node_uses = hs_cbow(hidden, words, centre, model.syn1, model.tree, lr)
+        grad_hidden.add_(hs_hidden)
+        updates["syn1"].append((node_ids, grad_nodes, node_uses))
     # each context word gets the whole gradient of every centre it serves; `served` counts those centres
     grad_x = torch.bmm(scatter.unsqueeze(1), _windowed(grad_hidden, settings.window)).squeeze(1)
-    return grad_x, scatter.sum(1), grad_y, centre, noise_ids, neg_rows, noise_uses
+    updates["w_in"].append((words, grad_x, scatter.sum(1)))
+    return updates
 
 
 def _add_capped(matrix: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], cap: float):
@@ -256,14 +320,14 @@ def _add_capped(matrix: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tens
     counts = sum(torch.bincount(rows, weights=uses, minlength=len(matrix)) for rows, _, uses in parts)
     scale = cap / counts.to(matrix.dtype).clamp(min=cap)
     for rows, grads, _ in parts:
-        matrix.index_add_(0, rows, grads.mul_(scale[rows][:, None]))
+        matrix.index_add_(0, rows, grads.mul_(scale.index_select(0, rows)[:, None]))
 
 
 def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabulary, settings: Word2VecSettings,
                    device: str | torch.device = "cpu",
                    progress: Callable[[int, int], None] | None = None,
                    checkpoint: EpochCheckpoint | None = None) -> WordVectors:
-    """Train CBOW or Skip-gram with negative sampling on the encoded corpus (`vocab.encode`) and return the input
+    """Train CBOW or Skip-gram (see the module docstring) on the encoded corpus (`vocab.encode`) and return the input
     vectors in vocabulary order. `progress(words_done, total_words)` is called after every batch. With
     `checkpoint`, training continues from its last finished epoch and saves after every epoch but the last."""
     device = torch.device(device)
@@ -278,9 +342,13 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     dim, vocab_size = settings.vector_size, len(vocab)
     w_in = (torch.rand(vocab_size, dim, generator=generator, device=device) - 0.5) / dim
-    w_out = torch.zeros(vocab_size, dim, device=device)
+    negative, hs = settings.negative > 0, settings.hs
+    noise = noise_distribution(vocab.counts, settings.ns_exponent)
+    model = _Model(w_in, torch.zeros(vocab_size, dim, device=device) if negative else None,
+                   AliasTable.build(noise, device) if negative else None,
+                   torch.zeros(vocab_size - 1, dim, device=device) if hs else None,
+                   HuffmanTree.build(vocab.counts, device) if hs else None)
     keep = torch.as_tensor(keep_probabilities(vocab.counts, settings.sample), dtype=torch.float32, device=device)
-    noise_table = AliasTable.build(noise_distribution(vocab.counts, settings.ns_exponent), device)
     corpus = torch.as_tensor(ids.astype(np.int64), device=device)
     lengths = torch.as_tensor(np.diff(np.append(starts, len(ids))), device=device)
     bounds = batch_bounds(starts, len(ids), settings.batch_words)
@@ -288,8 +356,8 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
     total, done, first_epoch = len(ids) * settings.epochs, 0, 0
     resumed = checkpoint.load() if checkpoint is not None else None
     if resumed is not None:
-        w_in.copy_(resumed.tensors["w_in"])
-        w_out.copy_(resumed.tensors["w_out"])
+        for name, tensor in model.tensors().items():
+            tensor.copy_(resumed.tensors[name])
         generator.set_state(resumed.generator_state)
         first_epoch, done = resumed.epoch, resumed.scalars["words_done"]
     for epoch in range(first_epoch, settings.epochs):
@@ -303,17 +371,14 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
             words, sentence = words[kept], sentence[kept]
             if len(words) > 1:
                 windows = dynamic_windows(len(words), settings.window, generator, device)
-                grads = step(w_in[words], w_out[words], windows, sentence, lr, settings, generator, noise_table,
-                             w_out)
-                grad_x, x_uses, grad_y, y_uses, noise_ids, neg_rows, noise_uses = grads
-                _add_capped(w_in, [(words, grad_x, x_uses)], settings.row_cap)
-                _add_capped(w_out, [(words, grad_y, y_uses), (noise_ids, neg_rows, noise_uses)], settings.row_cap)
+                for name, parts in step(model, words, windows, sentence, lr, settings, generator).items():
+                    if parts:
+                        _add_capped(getattr(model, name), parts, settings.row_cap)
             done += end - begin
             if progress is not None:
                 progress(done, total)
         if checkpoint is not None and epoch + 1 < settings.epochs:
-            checkpoint.save(EpochState(epoch + 1, {"w_in": w_in, "w_out": w_out}, generator.get_state(),
-                                       {"words_done": done}))
+            checkpoint.save(EpochState(epoch + 1, model.tensors(), generator.get_state(), {"words_done": done}))
     if not torch.isfinite(w_in).all():
         raise EmbeddingsError(f"training diverged (non-finite vectors): lower row_cap ({settings.row_cap}), "
                               f"batch_words ({settings.batch_words}) or alpha ({settings.alpha})")

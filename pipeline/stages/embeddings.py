@@ -66,7 +66,8 @@ class Config:
     min_count: int = field(default=5, metadata={"help": "Words seen fewer times are left out of the vocabulary."})
     vector_size: int = field(default=100, metadata={"help": "Dimensions of every method's vectors."})
     window: int = field(default=5, metadata={"help": "word2vec: largest context distance (each position draws a smaller one, as word2vec does)."})
-    negative: int = field(default=5, metadata={"help": "word2vec: noise words per positive pair, drawn from unigram^0.75."})
+    negative: int = field(default=5, metadata={"help": "word2vec: noise words per positive pair, drawn from unigram^0.75 (0: none, with hs)."})
+    hs: bool = field(default=False, metadata={"help": "word2vec: also train with hierarchical softmax over a Huffman tree (with negative 0: only it)."})
     sample: float = field(default=1e-3, metadata={"help": "word2vec: subsampling threshold t of frequent words (0: keep every word)."})
     alpha: float = field(default=0.025, metadata={"help": "word2vec: learning rate at the start, decaying linearly to min_alpha."})
     min_alpha: float = field(default=0.0001, metadata={"help": "word2vec: learning rate at the end of the last epoch."})
@@ -90,8 +91,9 @@ class Config:
                      "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.negative < 1:
-            raise ValueError(f"negative: expected >= 1 (negative sampling), got {self.negative}")
+        if self.negative < (0 if self.hs else 1):
+            raise ValueError(f"negative: expected >= {0 if self.hs else 1} ({'with' if self.hs else 'without'} hs), "
+                             f"got {self.negative}")
 
 
 def run(cfg: Config, run: RunDir) -> dict:
@@ -198,6 +200,7 @@ def train_word2vec_vectors(method: str, cfg: Config, ids, starts, vocab, progres
     from pipeline.embeddings.word2vec import Word2VecSettings, train_word2vec
 
     settings = Word2VecSettings(method=method, vector_size=cfg.vector_size, window=cfg.window, negative=cfg.negative,
+                                hs=cfg.hs,
                                 sample=cfg.sample, alpha=cfg.alpha, min_alpha=cfg.min_alpha, epochs=cfg.epochs)
     return train_word2vec(ids, starts, vocab, settings, progress=progress, checkpoint=checkpoint)
 

@@ -77,13 +77,14 @@ def planted_corpus(seed=0, sentences=4000):
     return lines, planted
 
 
-@pytest.mark.parametrize("method", ["cbow", "skipgram"])
-def test_planted_synonyms_are_nearest_neighbours(method):
+@pytest.mark.parametrize("method, negative, hs", [("cbow", 5, False), ("skipgram", 5, False), ("cbow", 0, True),
+                                                 ("skipgram", 0, True), ("skipgram", 5, True)])
+def test_planted_synonyms_are_nearest_neighbours(method, negative, hs):
     lines, planted = planted_corpus()
     vocab = build_vocabulary(lines, min_count=1)
     ids, starts = encode(lines, vocab)
     settings = Word2VecSettings(method=method, vector_size=24, epochs=10, sample=0, batch_words=2048, seed=3,
-                                row_cap=64)                      # 56 words: each batch meets every word often
+                                row_cap=64, negative=negative, hs=hs)  # 56 words: each batch meets every word often
     vectors = train_word2vec(ids, starts, vocab, settings)
     assert vectors.words == vocab.words and vectors.matrix.shape == (len(vocab), 24)
     near = nearest_neighbours(vectors, [w for pair in planted for w in pair], k=1)
@@ -122,6 +123,9 @@ def test_errors():
         Word2VecSettings(method="glove")
     with pytest.raises(EmbeddingsError, match="min_alpha"):
         Word2VecSettings(alpha=0.01, min_alpha=0.1)
+    with pytest.raises(EmbeddingsError, match=r"negative: expected >= 1 \(without hs\), got 0"):
+        Word2VecSettings(negative=0)
+    assert Word2VecSettings(negative=0, hs=True).negative == 0   # hierarchical softmax alone
     vocab = Vocabulary(["a", "b"], [2, 1])
     with pytest.raises(EmbeddingsError, match="empty corpus"):
         train_word2vec(np.zeros(0, np.int32), np.zeros(0, np.int64), vocab, Word2VecSettings())
@@ -160,14 +164,20 @@ def test_cbow_batch_equals_a_loop_over_centres_and_their_contexts(monkeypatch):
     length, dim, window, lr = 14, 3, 3, 0.05
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(length, dim, generator=g, dtype=torch.float64), torch.randn(length, dim, generator=g, dtype=torch.float64)
-    w_out = torch.randn(6, dim, generator=g, dtype=torch.float64)
+    # the batch's words are ids 0..13 (x: their input rows, y: their output rows), the noise words ids 14..19
+    w_out = torch.cat([y, torch.randn(6, dim, generator=g, dtype=torch.float64)])
     windows = torch.tensor([1, 3, 2, 3, 1, 2, 3, 3, 1, 2, 2, 3, 1, 3])
     sentence = torch.tensor([0] * 6 + [1] * 5 + [2] * 3)
-    noise = torch.tensor([0, 3, 5, 1] * 8)
+    noise = torch.tensor([0, 3, 5, 1] * 8) + length
     monkeypatch.setattr(word2vec, "draw_noise", lambda table, n, generator: noise[:n])
     settings = Word2VecSettings(window=window, negative_group=4, group_negatives=2)
-    grad_x, served, grad_y, centre, ids, neg_rows, uses = word2vec._cbow_batch(
-        x, y, windows, sentence, lr, settings, None, None, w_out)
+    words = torch.arange(length)
+    updates = word2vec._cbow_batch(word2vec._Model(x, w_out, None, None, None), words, windows, sentence, lr,
+                                   settings, None)
+    [(x_rows, grad_x, served)] = updates["w_in"]
+    [(y_rows, grad_y, centre), (ids, neg_rows, uses)] = updates["w_out"]
+    assert x_rows.tolist() == y_rows.tolist() == words.tolist() and ids.tolist() == noise[:8].tolist()
+    assert updates["syn1"] == []
 
     contexts = [[j for j in range(length) if j != i and abs(j - i) <= windows[i] and sentence[j] == sentence[i]]
                 for i in range(length)]
@@ -195,3 +205,14 @@ def test_shared_negative_defaults_depend_on_the_method_and_an_explicit_value_win
     assert Word2VecSettings(method="cbow", negative_group=8).negative_group == 8
     with pytest.raises(EmbeddingsError, match="group_negatives"):
         Word2VecSettings(group_negatives=0)
+
+
+def test_unwindowed_sum_sends_each_windowed_row_back_to_its_position():
+    from pipeline.embeddings import word2vec
+
+    rows = torch.arange(1.0, 6.0).unsqueeze(1)                          # positions 0..4, value = position + 1
+    windowed = word2vec._windowed(rows, 2)                              # [i, k] = rows[i + k - 2] or 0
+    assert windowed[0, :, 0].tolist() == [0, 0, 1, 2, 3] and windowed[4, :, 0].tolist() == [3, 4, 5, 0, 0]
+    # position j is seen at (i, k) for every i within 2 of j: 5 times inside, fewer at the edges
+    summed = word2vec._unwindowed_sum(windowed.contiguous(), 2)
+    assert summed[:, 0].tolist() == [1 * 3, 2 * 4, 3 * 5, 4 * 4, 5 * 3]

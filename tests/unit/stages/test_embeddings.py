@@ -54,6 +54,7 @@ def test_stage_numbers_are_pipeline_evals(trained, capsys):
     ("embeddings.methods=[fasttext]", "embeddings.methods: unknown method 'fasttext'"),
     ("embeddings.corpus_file=/nonexistent/corpus.txt", "embeddings.corpus_file: no such file /nonexistent/corpus.txt"),
     ("embeddings.min_count=100000", "embeddings:"),
+    ("embeddings.negative=0", "embeddings.negative: expected >= 1 (without hs), got 0"),
     ("embeddings.similarity_files=[/nonexistent/ws.tsv]", "embeddings.similarity_files: no such file"),
 ])
 def test_bad_input_is_one_line_and_no_marker(trained, tmp_path, capsys, override, message):
@@ -74,3 +75,21 @@ def test_an_empty_corpus_file_is_one_line(trained, tmp_path, capsys):
     assert main(["stage", "embeddings", "--run", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: embeddings:") and "\n" not in err
+
+
+def test_hierarchical_softmax_alone_trains_through_the_stage(trained, tmp_path):
+    import shutil
+
+    from pipeline.embeddings.vectors import read_vectors
+
+    folder = tmp_path / "r"
+    shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("embeddings"))
+    assert main(["stage", "embeddings", "--run", str(folder), "embeddings.methods=[cbow,skipgram]",
+                 "embeddings.hs=true", "embeddings.negative=0"]) == 0
+    metrics = json.loads((folder / "embeddings" / "metrics.json").read_text())
+    for method in ("cbow", "skipgram"):
+        vectors = read_vectors(folder / "embeddings" / method / "vectors.bin")
+        assert len(vectors.words) == metrics["vocabulary"] and np.isfinite(vectors.matrix).all()
+        assert json.loads((folder / "embeddings" / method / "metrics.json").read_text())["analogy"]["world"]["answered"]
+        negative_sampling = read_vectors(trained / "embeddings" / method / "vectors.bin")   # same data, seed, init
+        assert vectors.words == negative_sampling.words and not np.allclose(vectors.matrix, negative_sampling.matrix)
