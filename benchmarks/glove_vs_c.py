@@ -8,17 +8,23 @@ The C tool is built from ../shared/peers/glove-52f7dbc.tar.gz into a temporary f
 --c-tool is not given (gcc, a few seconds); without it the script prints the anchor measured on this machine (2
 threads, 20M words): counting + shuffle 23 s, training 595 s, analogy 29.5% (top 30k), WS353 0.421.
 
-Prints: counting throughput (tokens/s), training time, peak RSS, analogy accuracy (top 30k, gensim's
-questions-words.txt) and WS353 Spearman, for ours and (with --c-tool) the C tool with `-threads`.
+Prints: the vocabulary time (ours: vocabulary and encoding to ids; the C tool: `vocab_count`), the counting time
+(ours: `count_cooccurrences`; the C tool: `cooccur` + `shuffle`) and its throughput (tokens/s of the counting
+step alone), the training time, their total (end to end from the letters text), peak RSS, analogy accuracy
+(top 30k, gensim's questions-words.txt) and WS353 Spearman, for ours and (with --c-tool) the C tool with
+`-threads`.
 
-Measured here (2 shared cores, another job on one of them; first 2M words of gutenberg_large, min_count 5,
-window 10, x_max 10, 100 d, 15 epochs; the co-occurrence entries are identical to the C tool's, 5,569,146):
+Measured here (quiet 2-core machine, 2 threads each side, our Hogwild `--workers 2`; the whole gutenberg_large
+corpus, min_count 5, window 10, x_max 10, 100 d, 15 epochs; the co-occurrence entries are identical to the C
+tool's, 34,734,571; `python benchmarks/glove_vs_c.py --words 0`):
 
-    tool                          count s   train s   RSS GB   analogy   ws353
-    ours (cpu, 1 thread, b 8192)      2.3     192.5     0.80      7.4%   0.265
-    C tool (2 threads)                3.2     105.4       -       6.4%   0.262
+    tool        vocab s   count s   count tok/s   train s   total s   RSS GB   analogy   ws353
+    ours           13.9      27.8         0.72M     493.2     534.9     2.96     29.9%   0.418
+    C tool          1.6      32.1         1.05M     566.4     600.1        -     30.1%   0.415
 
-On all 20M words our counting takes 17.8 s (1.12M tokens/s, peak RSS 2.95 GB, 34.7M entries).
+Ours end to end 0.89x the C tool's time. An earlier run the same day: ours 28.2 s counting + 461.6 s training
+(29.8%, 0.425), the C tool 29.9 + 616.0 s (slowed for ~25 s by a test run beside it). Hogwild threads make the
+training time vary by a few percent from run to run on both sides.
 """
 
 from __future__ import annotations
@@ -169,7 +175,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--c-tool", help="folder of the built C tool (vocab_count, cooccur, shuffle, glove)")
     parser.add_argument("--threads", type=int, default=2, help="the C tool's -threads and our torch threads")
-    parser.add_argument("--workers", type=int, default=1, help="our Hogwild threads (each with one torch thread)")
+    parser.add_argument("--workers", type=int, default=2, help="our Hogwild threads (each with one torch thread)")
     parser.add_argument("--skip-ours", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -181,12 +187,13 @@ def main() -> None:
             results.append(c_tool(lines, args))
         else:
             print(f"no {PEER}: {ANCHOR}")
-    print(f"\n{'tool':44} {'tokens':>10} {'vocab':>7} {'nnz':>10} {'count s':>8} {'tok/s':>8} {'train s':>8} "
-          f"{'RSS GB':>7} {'analogy':>8} {'ws353':>6}")
+    print(f"\n{'tool':44} {'tokens':>10} {'vocab':>7} {'nnz':>10} {'vocab s':>8} {'count s':>8} {'tok/s':>8} "
+          f"{'train s':>8} {'total s':>8} {'RSS GB':>7} {'analogy':>8} {'ws353':>6}")
     for r in results:
-        print(f"{r['tool']:44} {r['tokens']:>10} {r['vocab']:>7} {r['nnz']:>10} {r['count_s']:>8.1f} "
-              f"{r['count_tok_s'] / 1e6:>7.2f}M {r['train_s']:>8.1f} {r['peak_rss_gb']:>7.2f} "
-              f"{100 * r['analogy']:>7.1f}% {r['ws353']:>6.3f}")
+        total = r["vocab_encode_s"] + r["count_s"] + r["train_s"]
+        print(f"{r['tool']:44} {r['tokens']:>10} {r['vocab']:>7} {r['nnz']:>10} {r['vocab_encode_s']:>8.1f} "
+              f"{r['count_s']:>8.1f} {r['count_tok_s'] / 1e6:>7.2f}M {r['train_s']:>8.1f} {total:>8.1f} "
+              f"{r['peak_rss_gb']:>7.2f} {100 * r['analogy']:>7.1f}% {r['ws353']:>6.3f}")
 
 
 if __name__ == "__main__":
