@@ -269,18 +269,19 @@ def _unwindowed_sum(windowed: torch.Tensor, window: int) -> torch.Tensor:
 
 def _context_weights(windows, sentence, window: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(gather, scatter), each (L, 2·window + 1) of 0/1: gather[i, window + o] = 1 when i + o is in the context
-    of centre i; scatter[j, window - o] = 1 when j is in the context of centre j - o (the same pairs, seen from
-    the context word), so that rows_j of the context words = bmm(gather, windowed x) and the context words'
-    gradient = bmm(scatter, windowed gradient of the centres)."""
-    length = len(windows)
-    gather = torch.zeros(length, 2 * window + 1, dtype=dtype, device=windows.device)
-    scatter = torch.zeros_like(gather)
-    for offset in range(1, min(window, length - 1) + 1):
-        later_in_ctx, earlier_in_ctx = _pair_masks(windows, sentence, offset)
-        gather[:-offset, window + offset] = later_in_ctx
-        gather[offset:, window - offset] = earlier_in_ctx
-        scatter[offset:, window - offset] = later_in_ctx
-        scatter[:-offset, window + offset] = earlier_in_ctx
+    of centre i (0 < |o| <= windows[i], same sentence); scatter[j, window - o] = 1 when j is in the context of
+    centre j - o (the same pairs, seen from the context word), so that rows_j of the context words = bmm(gather,
+    windowed x) and the context words' gradient = bmm(scatter, windowed gradient of the centres)."""
+    length, columns = len(windows), 2 * window + 1
+    outside = sentence.new_full((window,), -1)                                  # no sentence: never the same
+    padded = torch.cat([outside, sentence, outside])
+    neighbours = padded.as_strided((length, columns), (1, 1))                  # [i, k]: sentence of i + k - window
+    distance = (torch.arange(columns, device=windows.device) - window).abs()
+    gather = (neighbours == sentence.unsqueeze(1)) & (distance <= windows.unsqueeze(1)) & (distance > 0)
+    gather = gather.to(dtype)
+    # scatter[j, k] = gather[j + k - window, 2·window - k]: the diagonal of the windowed view of gather's columns
+    # reversed ([j, k, c] = gather[j + k - window, 2·window - c])
+    scatter = _windowed(gather.flip(1), window).diagonal(dim1=1, dim2=2).contiguous()
     return gather, scatter
 
 
@@ -312,15 +313,20 @@ def _cbow_batch(model: _Model, words, windows, sentence, lr, settings, generator
     return updates
 
 
-def _add_capped(matrix: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], cap: float):
+def _add_capped(matrix: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], cap: float,
+                tally: torch.Tensor):
     """Add each part's gradients (rows, grads, uses) into `matrix`, the gradients of rows updated by n > cap pairs
     in the batch (all parts together) scaled by cap / n: their summed (stale) update is at most cap times their
     average one. Sequential SGD shrinks each step as the row learns; a sum of n stale steps overshoots and, for
-    frequent words in large batches, diverges."""
-    counts = sum(torch.bincount(rows, weights=uses, minlength=len(matrix)) for rows, _, uses in parts)
-    scale = cap / counts.to(matrix.dtype).clamp(min=cap)
+    frequent words in large batches, diverges. `tally`: zeros, at least as long as `matrix`, left zero (the
+    uses are summed there for the batch's rows only: no pass over the whole vocabulary)."""
+    for rows, _, uses in parts:
+        tally.index_add_(0, rows, uses.to(tally.dtype))
     for rows, grads, _ in parts:
-        matrix.index_add_(0, rows, grads.mul_(scale.index_select(0, rows)[:, None]))
+        scale = tally.index_select(0, rows).clamp_(min=cap).reciprocal_().mul_(cap)
+        matrix.index_add_(0, rows, grads.mul_(scale.unsqueeze(1)))
+    for rows, _, _ in parts:
+        tally.index_fill_(0, rows, 0.0)
 
 
 def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabulary, settings: Word2VecSettings,
@@ -349,6 +355,7 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
                    torch.zeros(vocab_size - 1, dim, device=device) if hs else None,
                    HuffmanTree.build(vocab.counts, device) if hs else None)
     keep = torch.as_tensor(keep_probabilities(vocab.counts, settings.sample), dtype=torch.float32, device=device)
+    tally = torch.zeros(vocab_size, device=device)   # `_add_capped`'s scratch
     corpus = torch.as_tensor(ids.astype(np.int64), device=device)
     lengths = torch.as_tensor(np.diff(np.append(starts, len(ids))), device=device)
     bounds = batch_bounds(starts, len(ids), settings.batch_words)
@@ -373,7 +380,7 @@ def train_word2vec(ids: np.ndarray, sentence_starts: np.ndarray, vocab: Vocabula
                 windows = dynamic_windows(len(words), settings.window, generator, device)
                 for name, parts in step(model, words, windows, sentence, lr, settings, generator).items():
                     if parts:
-                        _add_capped(getattr(model, name), parts, settings.row_cap)
+                        _add_capped(getattr(model, name), parts, settings.row_cap, tally)
             done += end - begin
             if progress is not None:
                 progress(done, total)
