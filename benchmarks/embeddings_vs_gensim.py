@@ -13,7 +13,8 @@ Each side runs in its own process (peak RSS is that process's). Both sides' vect
 (`pipeline.embeddings.evaluation`): 3CosAdd analogy accuracy on gensim's questions-words.txt among the top 30k
 words, and Spearman on wordsim353.tsv. words/s = corpus words (every word of the letters file) x epochs / training
 seconds (vocabulary building and reading excluded on both sides; "wall" is the child's whole run).
-With --hs both sides train with hierarchical softmax instead of negative sampling (gensim `hs=1, negative=0`,
+With --repeats N each side runs N times per method in ABBA order (this machine's speed drifts by up to ~1.5x
+within an hour; a ratio is taken against the gensim run of the same repeat). With --hs both sides train with hierarchical softmax instead of negative sampling (gensim `hs=1, negative=0`,
 ours `hs=True, negative=0`).
 """
 
@@ -119,6 +120,9 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=["gensim", "ours"])
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a Word2VecSettings field for our side (e.g. batch_words=4096); labelled in the table")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per side and method, in ABBA order (gensim, ours, ours, gensim, ...): the machine's "
+                             "speed drifts, each ratio is against the gensim run of the same repeat")
     parser.add_argument("--hs", action="store_true", help="hierarchical softmax, no negatives, on both sides")
     parser.add_argument("--child", nargs=4, metavar=("SIDE", "METHOD", "FILE", "WORDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -135,15 +139,16 @@ def main() -> None:
         print(f"corpus: {words:,} words ({args.corpus.name}), {args.threads} threads each side; settings {SETTINGS}")
         rows = []
         for method in args.methods:
-            for side in args.sides:
-                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-                sets = [f"--set={item}" for item in args.set]
-                hs = ["--hs"] if args.hs else []
-                command = [sys.executable, __file__, "--threads", str(args.threads), *sets, *hs, "--child", side, method,
-                           str(path), str(words)]
-                out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"  {side} {method}: {rows[-1]['train_seconds']:.1f} s", flush=True)
+            for repeat in range(args.repeats):      # ABBA: the second repeat runs the sides in reverse order
+                for side in (args.sides if repeat % 2 == 0 else args.sides[::-1]):
+                    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+                    sets = [f"--set={item}" for item in args.set]
+                    hs = ["--hs"] if args.hs else []
+                    command = [sys.executable, __file__, "--threads", str(args.threads), *sets, *hs, "--child", side,
+                               method, str(path), str(words)]
+                    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+                    rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "repeat": repeat})
+                    print(f"  {side} {method}: {rows[-1]['train_seconds']:.1f} s", flush=True)
     table(rows)
 
 
@@ -165,7 +170,8 @@ def table(rows: list[dict]) -> None:
     print("| method | side | train s | words/s | vs gensim | peak RSS MB | analogy top-30k | semantic | syntactic | WS353 |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
-        peer = next((r for r in rows if r["method"] == row["method"] and r["side"] == "gensim"), None)
+        peer = next((r for r in rows if r["method"] == row["method"] and r["side"] == "gensim"
+                     and r["repeat"] == row["repeat"]), None)
         ratio = f"{row['words_per_second'] / peer['words_per_second']:.2f}x" if peer else "-"
         print(f"| {row['method']} | {row['label']} | {row['train_seconds']:.1f} | {row['words_per_second'] / 1e6:.2f}M | "
               f"{ratio} | {row['peak_rss_mb']:.0f} | "
