@@ -14,8 +14,9 @@ Each side runs in its own process (peak RSS is that process's). Both sides' vect
 words, and Spearman on wordsim353.tsv. words/s = corpus words (every word of the letters file) x epochs / training
 seconds (vocabulary building and reading excluded on both sides; "wall" is the child's whole run).
 With --repeats N each side runs N times per method in ABBA order (this machine's speed drifts by up to ~1.5x
-within an hour; a ratio is taken against the gensim run of the same repeat). With --hs both sides train with hierarchical softmax instead of negative sampling (gensim `hs=1, negative=0`,
-ours `hs=True, negative=0`).
+within an hour; a ratio is taken against the gensim run of the same repeat). With --hs both sides train with
+hierarchical softmax instead of negative sampling (gensim `hs=1, negative=0`, ours `hs=True, negative=0`). With
+--device cuda our side trains on the GPU (the issue's GPU row: words/s against gensim's on the CPU).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def use_hierarchical_softmax() -> None:
     SETTINGS.update(negative=0, hs=True)
 
 
-def train_ours(path: Path, method: str, overrides: dict) -> tuple[object, float]:
+def train_ours(path: Path, method: str, overrides: dict, device: str = "cpu") -> tuple[object, float]:
     from pipeline.embeddings.vocab import build_vocabulary, encode
     from pipeline.embeddings.word2vec import Word2VecSettings, train_word2vec
 
@@ -77,7 +78,11 @@ def train_ours(path: Path, method: str, overrides: dict) -> tuple[object, float]
     ids, starts = encode(lines(), vocab)
     settings = Word2VecSettings(method=method, **{k: v for k, v in SETTINGS.items() if k != "min_count"}, **overrides)
     start = time.perf_counter()
-    vectors = train_word2vec(ids, starts, vocab, settings)
+    vectors = train_word2vec(ids, starts, vocab, settings, device=device)
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
     return vectors, time.perf_counter() - start
 
 
@@ -96,14 +101,16 @@ def train_gensim(path: Path, method: str, threads: int) -> tuple[object, float]:
     return WordVectors(list(model.wv.index_to_key), model.wv.vectors.copy()), time.perf_counter() - start
 
 
-def child(side: str, method: str, path: Path, words: int, threads: int, overrides: dict) -> None:
+def child(side: str, method: str, path: Path, words: int, threads: int, overrides: dict, device: str) -> None:
     """One side, one method, in this process: prints one JSON line."""
     import torch
 
     torch.set_num_threads(threads)
     began = time.perf_counter()
-    vectors, seconds = train_ours(path, method, overrides) if side == "ours" else train_gensim(path, method, threads)
+    vectors, seconds = (train_ours(path, method, overrides, device) if side == "ours"
+                        else train_gensim(path, method, threads))
     label = side + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if side == "ours" and overrides else "")
+    label += f" [{device}]" if side == "ours" and device != "cpu" else ""
     result = {"side": side, "label": label, "method": method, "train_seconds": seconds,
               "words_per_second": words * SETTINGS["epochs"] / seconds, "vocabulary": len(vectors.words),
               **scores(vectors), "wall_seconds": time.perf_counter() - began,
@@ -120,6 +127,7 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=["gensim", "ours"])
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a Word2VecSettings field for our side (e.g. batch_words=4096); labelled in the table")
+    parser.add_argument("--device", default="cpu", help="our side's device (cuda: the GPU row); gensim runs on the CPU")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs per side and method, in ABBA order (gensim, ours, ours, gensim, ...): the machine's "
                              "speed drifts, each ratio is against the gensim run of the same repeat")
@@ -130,7 +138,7 @@ def main() -> None:
         use_hierarchical_softmax()
     if args.child:
         side, method, path, words = args.child
-        return child(side, method, Path(path), int(words), args.threads, overrides(args.set))
+        return child(side, method, Path(path), int(words), args.threads, overrides(args.set), args.device)
     if not args.corpus.is_file():
         sys.exit(f"error: no corpus at {args.corpus} (../shared/data/gutenberg_large: see its README)")
     with tempfile.TemporaryDirectory() as scratch:
@@ -144,8 +152,8 @@ def main() -> None:
                     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
                     sets = [f"--set={item}" for item in args.set]
                     hs = ["--hs"] if args.hs else []
-                    command = [sys.executable, __file__, "--threads", str(args.threads), *sets, *hs, "--child", side,
-                               method, str(path), str(words)]
+                    command = [sys.executable, __file__, "--threads", str(args.threads), "--device", args.device, *sets,
+                               *hs, "--child", side, method, str(path), str(words)]
                     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
                     rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "repeat": repeat})
                     print(f"  {side} {method}: {rows[-1]['train_seconds']:.1f} s", flush=True)
