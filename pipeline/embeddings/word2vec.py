@@ -17,7 +17,7 @@ methods slide over every kept position i of every sentence (a line; windows neve
     cbow         h_i = mean of x_j over the context (cbow_mean); maximises log s(h_i . y_i) + sum log s(-h_i . y_k);
                  as in word2vec, the gradient w.r.t. h_i is added whole to every x_j of the context
     negatives    y_k for noise words drawn from P(w) = c_w^0.75 / sum c^0.75 (`vocab.noise_distribution`),
-                 through an alias table (`AliasTable`)
+                 through an alias table (`pipeline.embeddings.sampling`)
     hs           (`hs=True`) the output side is also (with negative 0: only) a hierarchical softmax over a Huffman
                  tree of the vocabulary (`pipeline.embeddings.huffman`): log p(i | x_j) for Skip-gram, log p(i | h_i)
                  for CBOW, the path's inner-node vectors in `syn1` (zero at the start)
@@ -51,7 +51,6 @@ multi-process training.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,6 +59,7 @@ import torch
 
 from pipeline.embeddings.checkpoint import EpochCheckpoint, EpochState
 from pipeline.embeddings.huffman import HuffmanTree, hs_cbow, hs_skipgram
+from pipeline.embeddings.sampling import AliasTable, draw_noise, dynamic_windows, subsample
 from pipeline.embeddings.vectors import WordVectors
 from pipeline.embeddings.vocab import EmbeddingsError, Vocabulary, keep_probabilities, noise_distribution
 
@@ -116,60 +116,6 @@ def batch_bounds(sentence_starts: np.ndarray, n_ids: int, batch_words: int) -> n
     targets = np.arange(0, n_ids, batch_words, dtype=np.int64)
     bounds = np.unique(np.searchsorted(starts, targets, side="left"))
     return np.append(bounds[bounds < len(starts)], len(starts))
-
-
-def dynamic_windows(n: int, window: int, generator: torch.Generator, device="cpu") -> torch.Tensor:
-    """Effective window of each of n positions: window - b with b uniform in [0, window), i.e. uniform in
-    [1, window] (word2vec's reduced window)."""
-    b = torch.randint(0, window, (n,), generator=generator, device=device)
-    return window - b
-
-
-def subsample(words: torch.Tensor, keep: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Which occurrences of `words` to keep: each independently with probability keep[word]."""
-    return torch.rand(len(words), generator=generator, device=words.device) < keep.index_select(0, words)
-
-
-@dataclass
-class AliasTable:
-    """A discrete distribution over V ids in the form of Walker's alias method: id i is drawn as i itself with
-    probability accept[i] / V and as the alias of the ids j with alias[j] = i with probability (1 - accept[j]) / V,
-    so P(i) = (accept[i] + sum over j with alias[j] = i, j != i of (1 - accept[j])) / V. Two random numbers per
-    draw, no search (word2vec reads a 1e8-entry table, gensim bisects a table of running sums)."""
-
-    accept: torch.Tensor  # (V,) float64 in [0, 1]
-    alias: torch.Tensor   # (V,) int64
-
-    @classmethod
-    def build(cls, probabilities: np.ndarray, device="cpu") -> "AliasTable":
-        """Vose's construction: ids whose scaled probability V·p is below 1 are topped up by one above it."""
-        p = np.asarray(probabilities, dtype=np.float64)
-        scaled = p / p.sum() * len(p)
-        accept, alias = np.ones(len(p)), np.arange(len(p))
-        small = [i for i in range(len(p)) if scaled[i] < 1.0]
-        large = [i for i in range(len(p)) if scaled[i] >= 1.0]
-        while small and large:
-            low, high = small.pop(), large.pop()
-            accept[low], alias[low] = scaled[low], high
-            scaled[high] -= 1.0 - scaled[low]
-            (small if scaled[high] < 1.0 else large).append(high)
-        return cls(torch.as_tensor(accept, device=device), torch.as_tensor(alias, device=device))
-
-    def probabilities(self) -> np.ndarray:
-        """The distribution the table draws from (the formula in the class docstring)."""
-        accept, alias = self.accept.cpu().numpy(), self.alias.cpu().numpy()
-        p = accept.copy()
-        np.add.at(p, alias, 1.0 - accept)
-        return p / len(p)
-
-
-def draw_noise(table: AliasTable, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n word ids drawn from the noise distribution `table`."""
-    device = table.accept.device
-    ids = torch.randint(0, len(table.accept), (n,), generator=generator, device=device)
-    accept = table.accept.index_select(0, ids)
-    keep = torch.rand(n, generator=generator, device=device, dtype=torch.float64) < accept
-    return torch.where(keep, ids, table.alias.index_select(0, ids))
 
 
 def _pair_masks(windows: torch.Tensor, sentence: torch.Tensor, offset: int):

@@ -7,8 +7,8 @@ import torch
 from pipeline.embeddings.evaluation import nearest_neighbours
 from pipeline.embeddings.vocab import (EmbeddingsError, Vocabulary, build_vocabulary, encode, keep_probabilities,
                                        noise_distribution)
-from pipeline.embeddings.word2vec import (AliasTable, Word2VecSettings, batch_bounds, draw_noise, dynamic_windows, subsample,
-                                          train_word2vec)
+from pipeline.embeddings.sampling import AliasTable, draw_noise, dynamic_windows, subsample
+from pipeline.embeddings.word2vec import Word2VecSettings, batch_bounds, train_word2vec
 
 
 def test_subsampling_keeps_each_word_at_its_formula_rate():
