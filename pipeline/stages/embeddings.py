@@ -200,8 +200,7 @@ def train_word2vec_vectors(method: str, cfg: Config, ids, starts, vocab, progres
     from pipeline.embeddings.word2vec import Word2VecSettings, train_word2vec
 
     settings = Word2VecSettings(method=method, vector_size=cfg.vector_size, window=cfg.window, negative=cfg.negative,
-                                hs=cfg.hs,
-                                sample=cfg.sample, alpha=cfg.alpha, min_alpha=cfg.min_alpha, epochs=cfg.epochs)
+                                hs=cfg.hs, sample=cfg.sample, alpha=cfg.alpha, min_alpha=cfg.min_alpha, epochs=cfg.epochs)
     return train_word2vec(ids, starts, vocab, settings, progress=progress, checkpoint=checkpoint)
 
 
