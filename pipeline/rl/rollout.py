@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import StaticCache
 
 from pipeline.rl.ptx import causal_lm_loss
 from pipeline.rl.responses import response_mask, truncate_after_eos
@@ -127,31 +128,37 @@ def sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens:
     nucleus cut (what `token_logprobs(response_forward(...) / temperature, ...)` computes from a full forward pass, up to
     floating-point differences of the cached computation; 0 at pad).
 
-    Each row draws its tokens from its own generator (`episode_generators`), so a response depends on its prompt
-    and its episode's seed only, not on the batch or the process it was sampled in: a run on N processes samples
-    what one process would (up to the floating-point effects of a different padding)."""
-    batch, pad, eos = len(prompt_ids), tokenizer.pad_token_id, tokenizer.eos_token_id
-    mask = prompt_mask
-    positions = position_ids(mask)[:, -1:]
-    out = policy(input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
-    done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
-    responses = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=prompt_ids.device)
-    logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=prompt_ids.device)
+    Each row draws its tokens from its own generator (`episode_generators`): its R uniforms up front, one per
+    step, so a response depends on its prompt and its episode's seed only, not on the batch or the process it was
+    sampled in: a run on N processes samples what one process would (up to the floating-point effects of a
+    different padding). The cache is transformers' `StaticCache`, allocated once for P + R columns (a growing
+    cache concatenates every layer's keys and values at every step); the prompt's forward computes the LM head
+    at its last column only."""
+    batch, width, pad, eos = len(prompt_ids), prompt_ids.shape[1], tokenizer.pad_token_id, tokenizer.eos_token_id
+    device = prompt_ids.device
+    uniforms = torch.stack([torch.rand(max_new_tokens, generator=generator, device=device) for generator in generators])
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones((batch, max_new_tokens))], dim=1)  # grows by one column a step
+    positions = position_ids(prompt_mask)
+    cache = StaticCache(config=policy.config, max_cache_len=width + max_new_tokens)
+    out = policy(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, cache=cache,
+                 use_cache=True, logits_to_keep=1)
+    positions = positions[:, -1:]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    responses = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
+    logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)
     for step in range(max_new_tokens):
         log_probs = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
         probs = nucleus(log_probs.exp(), top_p)
-        uniforms = torch.cat([torch.rand(1, generator=generator, device=probs.device) for generator in generators])
-        tokens = inverse_cdf(probs, uniforms)
+        tokens = inverse_cdf(probs, uniforms[:, step])
         logprobs[:, step] = torch.where(done, 0.0, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1))
         tokens = torch.where(done, torch.full_like(tokens, pad), tokens)
         responses[:, step] = tokens
         done |= tokens == eos
         if bool(done.all()) or step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         positions = positions + 1
-        out = policy(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                     cache=out.cache, use_cache=True)
+        out = policy(input_ids=tokens.unsqueeze(1), attention_mask=mask[:, : width + step + 1], position_ids=positions,
+                     cache=cache, use_cache=True)
     return responses, logprobs
 
 
