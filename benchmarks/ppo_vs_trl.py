@@ -8,9 +8,9 @@ the virtualenv `peers/setup_trl112.sh` builds, with the same torch, transformers
 same run folder: policy `sft/final`, reward model `reward/final`, value model initialised from the reward model,
 the `prompts` train split; the same batch, mini-batches, PPO epochs, response length, temperature, β (k1 KL),
 learning rate with linear decay, no missing-EOS penalty, and the same number of torch threads. Without --run it
-builds one with `recipes/tiny.yaml` (data to reward). Repeats alternate the sides, so drift in machine load hits
-every side alike. Each side saves its final policy (`--save`, `save_pretrained`; the policy alone); this script
-then scores them all, and the SFT policy, in this process on the same held-out prompts (below).
+builds one with `recipes/tiny.yaml` (data to reward). The sides run one after another, in the order of the table
+on even repeats and in reverse on odd ones (ABBA), so that drift in the machine's speed hits every side alike.
+Each side saves its final policy (`--save`, `save_pretrained`; the policy alone); this script then scores them all, and the SFT policy, in this process on the same held-out prompts (below).
 
 What differs, and stays different (each side's own design): TRL reads the reward at the EOS token (or one past a
 response it counted as ending before it) and bootstraps from the value there; ours puts the score on the EOS,
@@ -186,8 +186,8 @@ def main() -> None:
     runs = {key: [] for key, *_ in SIDES}
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or build_run(Path(tmp) / "run")
-        for i in range(args.repeats):  # alternating, so drift in machine load hits every side alike
-            for key, _, script, extra in SIDES:
+        for i in range(args.repeats):  # ABBA: reversed on odd repeats, so drift in machine speed hits every side alike
+            for key, _, script, extra in (SIDES if i % 2 == 0 else SIDES[::-1]):
                 runs[key].append(side(python.get(key, sys.executable), PEERS / script, run, args, args.seed + i,
                                       Path(tmp) / f"{key}{i}.json", Path(tmp) / f"{key}{i}.policy", extra))
         import torch
