@@ -10,7 +10,8 @@ the `prompts` train split; the same batch, mini-batches, PPO epochs, response le
 learning rate with linear decay, no missing-EOS penalty, and the same number of torch threads. Without --run it
 builds one with `recipes/tiny.yaml` (data to reward). The sides run one after another, in the order of the table
 on even repeats and in reverse on odd ones (ABBA), so that drift in the machine's speed hits every side alike.
-Each side saves its final policy (`--save`, `save_pretrained`; the policy alone); this script then scores them all, and the SFT policy, in this process on the same held-out prompts (below).
+Each side saves its final policy (`--save`, `save_pretrained`; the policy alone); this script then scores them
+all, and the SFT policy, in this process on the same held-out prompts (below).
 
 What differs, and stays different (each side's own design): TRL reads the reward at the EOS token (or one past a
 response it counted as ending before it) and bootstraps from the value there; ours puts the score on the EOS,
