@@ -33,6 +33,12 @@ stage's `eval_max_new_tokens`). For the SFT policy, `before = evaluate_policy(sf
 reference=sft)`; for every saved policy, `after = evaluate_policy(policy, rm, tok, H, qa=qa_eval_test,
 reference=sft)` and `compare(before, after)`.
 
+`--processes N` (default 1) runs every side under `accelerate launch` with N gloo processes on this machine
+(`recipes/accelerate/cpu_2proc.yaml`, `--num_processes N`), each with `--threads` torch threads: DDP for ours and
+TRL's PPO, TRL's own data parallelism for RLOO. `--batch-size` stays the global batch: each process rolls out
+batch / N prompts (TRL's `per_device_train_batch_size`) and the mini-batches are split alike, so an update is the
+same global batch as with one process.
+
 Repeat i trains every side with seed `--seed` + i (sampling, prompt order, initialisation of new heads), so the
 repeats are several trainings, not one training timed several times.
 
@@ -41,11 +47,13 @@ gain is the median, the lower of the two middle ones when the number of repeats 
 of a row describes one and the same trained policy):
 
     episodes/s        training episodes / seconds of training (ours: the update loop, rollouts and PPO epochs;
-                      TRL: `trainer.train()`); episodes are whole batches, ceil(--episodes / batch) × batch, and
-                      for RLOO an episode is one completion. Median. Loading, saving and evaluation not timed.
+                      TRL: `trainer.train()`; on the main process); episodes are whole global batches,
+                      ceil(--episodes / batch) × batch over all processes, and for RLOO an episode is one
+                      completion. Median. Loading, saving and evaluation not timed.
     vs TRL 1.12 PPO   this row's episodes/s / the TRL 1.12 PPO row's episodes/s (both medians). For the value-head
                       row too, though its configuration differs.
-    peak RSS MB       the side's process's `ru_maxrss` after training (models loaded, trained), in MiB. Median.
+    peak RSS MB       the side's (main) process's `ru_maxrss` after training (models loaded, trained), in MiB;
+                      with N processes the machine holds about N times that. Median.
     rollout KL, last update   the KL the trainer logged for its last update: the batch mean over the sampled
                       (temperature) responses of the sum over response tokens of k1 = log π − log π_SFT of the
                       sampled token (TRL's `objective/kl`); RLOO logs a mean per token, shown × its mean
@@ -68,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -76,6 +85,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benchmarks" / "peers"
+CPU_PROCESSES = ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml"  # gloo ranks on a CPU machine; --num_processes N
 sys.path.insert(0, str(ROOT))  # the held-out evaluation imports `pipeline`
 
 
@@ -87,14 +97,19 @@ def build_run(folder: Path) -> Path:
 
 
 def side(python: str, script: Path, run: Path, args, seed: int, out: Path, save: Path, extra: list[str] = ()) -> dict:
-    command = [python, str(script), "--run", str(run), "--episodes", str(args.episodes), "--batch-size", str(args.batch_size),
+    launch = [] if args.processes == 1 else ["-m", "accelerate.commands.launch", "--config_file", str(CPU_PROCESSES),
+                                             "--num_processes", str(args.processes)]
+    command = [python, *launch, str(script), "--run", str(run), "--episodes", str(args.episodes),
+               "--batch-size", str(args.batch_size // args.processes),
                "--mini-batches", str(args.mini_batches), "--ppo-epochs", str(args.ppo_epochs),
                "--response-length", str(args.response_length), "--temperature", str(args.temperature),
                "--kl-coef", str(args.kl_coef), "--learning-rate", str(args.learning_rate), "--seed", str(seed),
                "--threads", str(args.threads), "--out", str(out), "--save", str(save), *extra]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{script.name} failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}")
+    environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment)
+    if result.returncode != 0:  # the error's own line (under accelerate launch the last lines are the launcher's)
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        sys.exit(f"{script.name} failed: {next((x for x in reversed(lines) if 'Error' in x), lines[-1]).strip()}")
     if not any(save.glob("*.safetensors")):
         sys.exit(f"{script.name} saved no safetensors policy to {save}")
     return {**json.loads(out.read_text()), "policy": save}
@@ -177,11 +192,15 @@ def main() -> None:
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--learning-rate", type=float, default=3e-5)
     p.add_argument("--seed", type=int, default=0, help="repeat i trains with seed + i, so the held-out columns see several trainings")
-    p.add_argument("--threads", type=int, default=1, help="torch threads, the same on every side and in the evaluation")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process, the same on every side and in the evaluation")
+    p.add_argument("--processes", type=int, default=1,
+                   help="processes per side (accelerate launch, gloo; DDP for ours and TRL's): --batch-size is split over them")
     p.add_argument("--eval-max-new-tokens", type=int, default=32,
                    help="greedy response length of the held-out evaluation (the ppo stage's eval_max_new_tokens)")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
+    if args.processes < 1 or args.batch_size % (args.processes * args.mini_batches):
+        p.error(f"--batch-size {args.batch_size}: not a multiple of --processes {args.processes} × --mini-batches {args.mini_batches}")
     subprocess.run(["bash", str(PEERS / "setup_trl112.sh")], cwd=ROOT, check=True, capture_output=True)
     python = {"trl": str(PEERS / ".venv-trl112" / "bin" / "python")}
     runs = {key: [] for key, *_ in SIDES}
@@ -204,7 +223,7 @@ def main() -> None:
     before = held_out.before
     print(f"\n{rows[0]['episodes']} episodes, batch {args.batch_size}, {args.mini_batches} mini-batches, "
           f"{args.ppo_epochs} PPO epochs, {args.response_length} new tokens, lr {args.learning_rate}, β {args.kl_coef}, "
-          f"{args.threads} torch thread(s); training columns: median of {args.repeats}; held-out columns: the median repeat")
+          f"{args.processes} process(es) × {args.threads} torch thread(s); training columns: median of {args.repeats}; held-out columns: the median repeat")
     print(f"held out: {len(held_out.prompts)} prompts ({held_out.counts[0]} of data/prompts test + {held_out.counts[1]} "
           f"of qa_eval test), greedy, ≤ {args.eval_max_new_tokens} new tokens; SFT: RM score {before['score_mean']:.3f}, "
           f"strict exact match {em(before.get('exact_match'))} on {held_out.counts[1]} questions{held_out.floors()}")

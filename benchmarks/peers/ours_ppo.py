@@ -12,7 +12,11 @@ policy alone (`save_pretrained`, safetensors; no value model or head) and the SF
 writes `ppo/final/`.
 
 Timed: the update loop only (rollouts and PPO epochs), as the peer times `trainer.train()`. Episodes are whole
-batches: ceil(episodes / batch size) updates, as TRL 1.12 counts them.
+batches: ceil(episodes / (batch size × processes)) updates, as TRL 1.12 counts them.
+
+Under `accelerate launch` (N processes), `--batch-size` is per process, as TRL's `per_device_train_batch_size`:
+each update, process p answers prompts (update · N + p) · batch onward of the seeded order, as the ppo stage
+does, and only the main process writes the JSON (its own peak RSS) and the policy.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pipeline.rl.trainer import PPOSettings, PPOTrainer  # noqa: E402
 from pipeline.rl.value_head import ValueHead  # noqa: E402
+from pipeline.runner import distributed_state  # noqa: E402
 from pipeline.stages.ppo import VALUE_MODELS, PromptOrder, load_policy, load_reward_model  # noqa: E402
 
 
@@ -67,10 +72,12 @@ def main() -> None:
     policy, reference = load_policy(args.run / "sft" / "final")
     reward_model = load_reward_model(args.run / "reward" / "final")
     prompts = list(datasets.load_from_disk(str(args.run / "data" / "prompts"))["train"]["prompt"])
+    state = distributed_state()  # N launched CPU processes join one gloo group
+    processes, rank = state.num_processes, state.process_index
     settings = PPOSettings(rollout_batch_size=args.batch_size, mini_batch_size=args.batch_size // args.mini_batches,
                            ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=args.temperature,
                            kl_coef=args.kl_coef, learning_rate=args.learning_rate, missing_eos_penalty=0.0)
-    updates = math.ceil(args.episodes / args.batch_size)
+    updates = math.ceil(args.episodes / (args.batch_size * processes))
     # as pipeline.stages.ppo.run builds it
     value_model = copy.deepcopy(reward_model) if args.value_model == "reward" else ValueHead.for_policy(policy)
     trainer = PPOTrainer(settings, policy, value_model, reward_model, tokenizer, reference=reference,
@@ -79,16 +86,19 @@ def main() -> None:
     order, history = PromptOrder(len(prompts), args.seed), []
     start = time.perf_counter()
     for update in range(updates):
-        first = update * args.batch_size  # the update's first episode in the run
+        first = (update * processes + rank) * args.batch_size  # this process's first episode of the update
         history.append(trainer.step([prompts[i] for i in order.take(first, args.batch_size)],
                                     list(range(first, first + args.batch_size))))
     seconds = time.perf_counter() - start
-    result = {"episodes": updates * args.batch_size, "updates": updates, "seconds": round(seconds, 3),
-              "episodes_per_second": updates * args.batch_size / seconds,
+    episodes = updates * args.batch_size * processes
+    result = {"episodes": episodes, "updates": updates, "seconds": round(seconds, 3), "processes": processes,
+              "episodes_per_second": episodes / seconds,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_mb_before_train": rss_before,
               "score_first": history[0]["score"], "score_last": history[-1]["score"], "kl_last": history[-1]["kl"],
               "value_model": args.value_model, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
               "history": [{k: h[k] for k in ("score", "kl", "entropy", "response_length")} for h in history]}
+    if not state.is_main_process:
+        return
     if args.save:  # the policy alone: PolicyAndValue / PolicyWithValueHead keep the value side apart
         trainer.unwrapped.policy.save_pretrained(args.save)
         tokenizer.save_pretrained(args.save)

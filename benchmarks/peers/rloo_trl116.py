@@ -9,7 +9,9 @@ prompt gets `--num-generations` sampled completions and each one's baseline is t
 one optimizer step per batch of `--batch-size` completions (`--batch-size / --num-generations` prompts). An
 episode here is one completion. RLOO logs KL as a mean per completion token: `kl_last` multiplies it by the mean
 completion length to put it on the per-response scale of the PPO rows (an approximation). `--save DIR`: after
-training, the policy (`trainer.model`, `save_pretrained`, safetensors) and the tokenizer.
+training, the policy (`trainer.model`, `save_pretrained`, safetensors) and the tokenizer. Under `accelerate
+launch` with N processes, `--batch-size` is per process (`per_device_train_batch_size`: N × batch completions a
+step) and the main process writes the JSON and the policy.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import time
 from pathlib import Path
@@ -54,7 +57,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.run / "sft" / "final", padding_side="left")
     reward_model = AutoModelForSequenceClassification.from_pretrained(args.run / "reward" / "final")
     prompts = datasets.load_from_disk(str(args.run / "data" / "prompts"))["train"].select_columns(["prompt"])
-    steps = math.ceil(args.episodes / args.batch_size)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # under accelerate launch: --batch-size is per process
+    steps = math.ceil(args.episodes / (args.batch_size * processes))
     with_tmp = Path(args.out).with_suffix(".trainer")
     config = RLOOConfig(output_dir=str(with_tmp), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
                         logging_steps=1, seed=args.seed, max_steps=steps, per_device_train_batch_size=args.batch_size,
@@ -70,8 +74,11 @@ def main() -> None:
     seconds = time.perf_counter() - start
     logs = [h for h in trainer.state.log_history if "reward" in h]
     history = [{"score": h["reward"], "kl": h.get("kl", 0.0) * h.get("completions/mean_length", 1.0)} for h in logs]
-    result = {"episodes": steps * args.batch_size, "updates": steps, "seconds": seconds,
-              "episodes_per_second": steps * args.batch_size / seconds,
+    if not trainer.accelerator.is_main_process:  # the main process reports and saves
+        return
+    episodes = steps * args.batch_size * processes
+    result = {"episodes": episodes, "updates": steps, "seconds": seconds, "processes": processes,
+              "episodes_per_second": episodes / seconds,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_mb_before_train": rss_before,
               "score_first": history[0]["score"], "score_last": history[-1]["score"], "kl_last": history[-1]["kl"],
               "history": history}

@@ -13,9 +13,9 @@ training, the trained policy alone goes to DIR the way TRL 1.12 saves it: `PPOTr
 `PolicyAndValueWrapper` for `.policy` ("save only the policy for inference") and `Trainer._save` writes it with
 `save_pretrained` (safetensors) and the tokenizer; the script then checks that the saved weights are the policy's.
 
-How TRL 1.12 counts: one update = one rollout of --batch-size prompts (one completion each); it runs
-ceil(episodes / batch_size) updates, so it trains on a whole number of batches (`episodes` in the JSON is the count
-it actually ran). Each update does --ppo-epochs passes over --mini-batches minibatches, one optimizer step each.
+How TRL 1.12 counts: one update = one rollout of --batch-size prompts per process (one completion each;
+`per_device_train_batch_size`); it runs ceil(episodes / (batch_size × processes)) updates, so it trains on a
+whole number of batches (`episodes` in the JSON is the count it actually ran; the peak RSS is the main process's). Each update does --ppo-epochs passes over --mini-batches minibatches, one optimizer step each.
 """
 
 from __future__ import annotations
@@ -76,7 +76,16 @@ def save_policy(trainer, folder: Path) -> None:
     policy's weights under the policy's own names, none of the value model's, none prefixed by the wrapper."""
     from safetensors import safe_open
 
-    trainer.save_model(str(folder))
+    if trainer.accelerator.num_processes == 1:
+        trainer.save_model(str(folder))
+    elif trainer.accelerator.is_main_process:
+        # Under DDP TRL 1.12's save_model writes the whole wrapper (value model too) on the main process and
+        # fails on the others (transformers 5.24's Trainer has no `is_distributed_loading_by_transformers` for
+        # it): save what it means to save, the unwrapped policy, the same way (save_pretrained, safetensors).
+        trainer.accelerator.unwrap_model(trainer.model).policy.save_pretrained(str(folder))
+        trainer.processing_class.save_pretrained(str(folder))
+    if not trainer.accelerator.is_main_process:
+        return
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         sys.exit(f"TRL 1.12's save_model wrote no safetensors to {folder}")
@@ -254,6 +263,8 @@ def main(argv=None) -> dict:
             "torch_threads": torch.get_num_threads(),
         },
     }
+    if not trainer.accelerator.is_main_process:  # under accelerate launch: the main process reports
+        return result
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     summary = {k: result[k] for k in ("episodes", "seconds", "episodes_per_second", "peak_rss_mb",
