@@ -7,9 +7,11 @@ Every side trains in a fresh process (ours: `benchmarks/peers/ours_ppo.py`; TRL 
 the virtualenv `peers/setup_trl112.sh` builds, with the same torch, transformers, datasets and accelerate), on the
 same run folder: policy `sft/final`, reward model `reward/final`, value model initialised from the reward model,
 the `prompts` train split; the same batch, mini-batches, PPO epochs, response length, temperature, β (k1 KL),
-learning rate with linear decay, no missing-EOS penalty, and the same number of torch threads. Without --run it
-builds one with `recipes/tiny.yaml` (data to reward). The sides run one after another, in the order of the table
-on even repeats and in reverse on odd ones (ABBA), so that drift in the machine's speed hits every side alike.
+learning rate with linear decay, no missing-EOS penalty, no gradient clipping (TRL 1.12's PPO loop never clips,
+whatever `max_grad_norm` says; ours runs with `max_grad_norm: 0`, where the ppo stage's default is 1), and the same
+number of torch threads. Without --run it builds one with `recipes/tiny.yaml` (data to reward). The sides run
+one after another, in the order of the table on even repeats and in reverse on odd ones (ABBA), so that drift in
+the machine's speed hits every side alike.
 Each side saves its final policy (`--save`, `save_pretrained`; the policy alone); this script then scores them
 all, and the SFT policy, in this process on the same held-out prompts (below).
 

@@ -51,6 +51,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=3e-6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-grad-norm", type=float, default=0.0,
+                   help="gradient clipping (0: none, as TRL 1.12's PPO loop, which never clips; the ppo stage's default is 1)")
     p.add_argument("--value-model", choices=VALUE_MODELS, default="reward",
                    help="reward: a copy of the reward model (as TRL 1.12); policy_head: a value head on the policy")
     p.add_argument("--out", type=Path, required=True)
@@ -76,7 +78,8 @@ def main() -> None:
     processes, rank = state.num_processes, state.process_index
     settings = PPOSettings(rollout_batch_size=args.batch_size, mini_batch_size=args.batch_size // args.mini_batches,
                            ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=args.temperature,
-                           kl_coef=args.kl_coef, learning_rate=args.learning_rate, missing_eos_penalty=0.0)
+                           kl_coef=args.kl_coef, learning_rate=args.learning_rate, missing_eos_penalty=0.0,
+                           max_grad_norm=args.max_grad_norm)
     updates = math.ceil(args.episodes / (args.batch_size * processes))
     # as pipeline.stages.ppo.run builds it
     value_model = copy.deepcopy(reward_model) if args.value_model == "reward" else ValueHead.for_policy(policy)

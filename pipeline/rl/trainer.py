@@ -13,7 +13,8 @@ Implementation Details of RLHF with PPO" (Huang et al. 2024), built from the fun
    whitening; GAE (γ, λ); advantages whitened over the batch;
 4. `ppo_epochs` passes over the batch in shuffled mini-batches (each `gradient_accumulation_steps` micro-batches):
    clipped policy loss + `vf_coef` × clipped value loss (+ `ptx_coef` × the policy's LM loss on as many rows of
-   pretraining blocks: PPO-ptx, `pipeline.rl.ptx`), gradient clipping, one optimizer step per mini-batch;
+   pretraining blocks: PPO-ptx, `pipeline.rl.ptx`), gradient clipping (`max_grad_norm`; 0: none, as TRL 1.12),
+   one optimizer step per mini-batch;
 5. β follows a fixed or adaptive KL controller (updated with the batch's mean KL per response).
 
 The values come from a separate one-label sequence classifier (`PolicyAndValue`, the value model TRL initialised
@@ -83,7 +84,7 @@ class PPOSettings:
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probabilities use the same scaling)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     learning_rate: float = field(default=3e-5, metadata={"help": "AdamW learning rate (policy and value), decays linearly to 0."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (>= 0; 0 disables: TRL 1.12's PPO loop never clipped)."})
     kl_coef: float = field(default=0.05, metadata={"help": "β of the per-token KL penalty (initial value when adaptive)."})
     kl_estimator: str = field(default="k1", metadata={"help": "k1 (log p - log p_ref) or k3 ((r-1) - log r)."})
     kl_target: float | None = field(default=None, metadata={"help": "Adaptive KL controller target per response (null: fixed β)."})
@@ -115,7 +116,7 @@ class PPOSettings:
             raise ValueError(f"temperature: expected > 0, got {self.temperature}")
         if self.missing_eos_penalty > 0 or self.length_penalty < 0:
             raise ValueError("missing_eos_penalty: expected <= 0" if self.missing_eos_penalty > 0 else "length_penalty: expected >= 0")
-        for name in ("ptx_coef", "likelihood_weight"):
+        for name in ("ptx_coef", "likelihood_weight", "max_grad_norm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name}: expected a finite number >= 0 (0 disables), got {value!r}")
@@ -267,7 +268,7 @@ class PPOTrainer:
         s = self.settings
         loss, stats = self.micro_loss(batch, advantages, returns, mini_batch_tokens, ptx_ids)
         self.accelerator.backward(loss)
-        if self.accelerator.sync_gradients:
+        if self.accelerator.sync_gradients and s.max_grad_norm > 0:
             self.accelerator.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
