@@ -11,9 +11,9 @@ learning rate with linear decay, no missing-EOS penalty, no gradient clipping (T
 whatever `max_grad_norm` says; ours runs with `max_grad_norm: 0`, where the ppo stage's default is 1), and the same
 number of torch threads. Without --run it builds one with `recipes/tiny.yaml` (data to reward). The sides run
 one after another, in the order of the table on even repeats and in reverse on odd ones (ABBA), so that drift in
-the machine's speed hits every side alike.
-Each side saves its final policy (`--save`, `save_pretrained`; the policy alone); this script then scores them
-all, and the SFT policy, in this process on the same held-out prompts (below).
+the machine's speed hits every side alike. Each side saves its final policy (`--save`, `save_pretrained`; the
+policy alone); this script then scores them all, and the SFT policy, in this process on the same held-out prompts
+(below).
 
 What differs, and stays different (each side's own design): TRL reads the reward at the EOS token (or one past a
 response it counted as ending before it) and bootstraps from the value there; ours puts the score on the EOS,
@@ -22,10 +22,11 @@ model was trained. Prompt order is each side's own seeded shuffle. RLOO (TRL 1.1
 `peers/rloo_trl116.py`) runs beside them as the alternative users of current TRL would pick: a different
 algorithm (no value model, a leave-one-out baseline over 4 completions per prompt, one optimizer step per batch of
 completions), with the same policy, reward model, prompts, response length, temperature, β, learning rate and
-threads; an episode there is one completion. The extra row "ours, value head on the policy" is `ours_ppo.py
---value-model policy_head` (the ppo stage's `value_model: policy_head`, built as the stage builds it: a zero-
-initialised `pipeline.rl.value_head.ValueHead` on the policy's last hidden state, one backbone): a recipe choice
-TRL 1.12 does not offer, so that row is a different configuration, not a like-for-like comparison.
+threads; an episode there is one completion; its gradients are clipped at 1.0 (the `Trainer` default it keeps).
+The extra row "ours, value head on the policy" is `ours_ppo.py --value-model policy_head` (the ppo stage's
+`value_model: policy_head`, built as the stage builds it, unclipped like the first row: a zero-initialised
+`pipeline.rl.value_head.ValueHead` on the policy's last hidden state, one backbone): a recipe choice TRL 1.12 does
+not offer, so that row is a different configuration, not a like-for-like comparison.
 
 Held-out evaluation (`pipeline.rl.evaluation`, whose docstring defines every per-prompt number): H prompts = the
 run's `data/prompts` test split followed by the `prompt`s of `data/qa_eval`'s test split (what the ppo stage

@@ -15,7 +15,9 @@ training, the trained policy alone goes to DIR the way TRL 1.12 saves it: `PPOTr
 
 How TRL 1.12 counts: one update = one rollout of --batch-size prompts per process (one completion each;
 `per_device_train_batch_size`); it runs ceil(episodes / (batch_size × processes)) updates, so it trains on a
-whole number of batches (`episodes` in the JSON is the count it actually ran; the peak RSS is the main process's). Each update does --ppo-epochs passes over --mini-batches minibatches, one optimizer step each.
+whole number of batches (`episodes` in the JSON is the count it actually ran; the peak RSS is the main
+process's). Each update does --ppo-epochs passes over --mini-batches minibatches, one optimizer step each, with no
+gradient clipping (TRL 1.12's loop never calls `clip_grad_norm_`).
 """
 
 from __future__ import annotations
