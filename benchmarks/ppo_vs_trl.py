@@ -23,6 +23,11 @@ model was trained. Prompt order is each side's own seeded shuffle. RLOO (TRL 1.1
 algorithm (no value model, a leave-one-out baseline over 4 completions per prompt, one optimizer step per batch of
 completions), with the same policy, reward model, prompts, response length, temperature, β, learning rate and
 threads; an episode there is one completion; its gradients are clipped at 1.0 (the `Trainer` default it keeps).
+With one process and --threads ≥ 2, the row "ours, value model on a second thread" is
+`ours_ppo.py --value-thread` (the ppo stage's `value_thread: true`): the same trainer, algorithm, settings and
+cores as the first row (the same updates, up to the thread count's rounding), with the value model's forward and
+backward (and in rollouts the value and reward models' forwards, beside the reference's) on a second thread, each
+thread with --threads / 2 torch threads, where the first row and TRL give all --threads to one op at a time.
 The extra row "ours, value head on the policy" is `ours_ppo.py --value-model policy_head` (the ppo stage's
 `value_model: policy_head`, built as the stage builds it, unclipped like the first row: a zero-initialised
 `pipeline.rl.value_head.ValueHead` on the policy's last hidden state, one backbone): a recipe choice TRL 1.12 does
@@ -178,6 +183,8 @@ SIDES = (  # key, label, script, extra arguments; the python is ours except for 
     ("trl", "TRL 1.12.0 PPOTrainer", "trl112_ppo.py", []),
     ("rloo", "TRL 1.16 RLOOTrainer (4 completions per prompt, no value model; not the same algorithm)",
      "rloo_trl116.py", []),
+    ("ours_thread", "ours, value model on a second thread (`value_thread: true`; the same algorithm and cores)",
+     "ours_ppo.py", ["--value-thread"]),
     ("ours_head", "ours, value head on the policy (`value_model: policy_head`; one backbone — a recipe choice "
      "TRL 1.12 does not offer, not like-for-like)", "ours_ppo.py", ["--value-model", "policy_head"]),
 )
@@ -206,11 +213,13 @@ def main() -> None:
         p.error(f"--batch-size {args.batch_size}: not a multiple of --processes {args.processes} × --mini-batches {args.mini_batches}")
     subprocess.run(["bash", str(PEERS / "setup_trl112.sh")], cwd=ROOT, check=True, capture_output=True)
     python = {"trl": str(PEERS / ".venv-trl112" / "bin" / "python")}
-    runs = {key: [] for key, *_ in SIDES}
+    threaded = args.processes == 1 and args.threads >= 2  # value_thread splits one process's threads in two
+    sides = tuple(entry for entry in SIDES if entry[0] != "ours_thread" or threaded)
+    runs = {key: [] for key, *_ in sides}
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or build_run(Path(tmp) / "run")
         for i in range(args.repeats):  # ABBA: reversed on odd repeats, so drift in machine speed hits every side alike
-            for key, _, script, extra in (SIDES if i % 2 == 0 else SIDES[::-1]):
+            for key, _, script, extra in (sides if i % 2 == 0 else sides[::-1]):
                 runs[key].append(side(python.get(key, sys.executable), PEERS / script, run, args, args.seed + i,
                                       Path(tmp) / f"{key}{i}.json", Path(tmp) / f"{key}{i}.policy", extra))
         import torch
@@ -220,8 +229,8 @@ def main() -> None:
         for key in runs:
             for r in runs[key]:
                 r["held_out"] = held_out.score(r["policy"])
-    rows = [row(label, runs[key]) for key, label, *_ in SIDES]
-    keys = [key for key, *_ in SIDES]
+    rows = [row(label, runs[key]) for key, label, *_ in sides]
+    keys = [key for key, *_ in sides]
     trl = rows[1]
     before = held_out.before
     print(f"\n{rows[0]['episodes']} episodes, batch {args.batch_size}, {args.mini_batches} mini-batches, "

@@ -7,7 +7,9 @@
 
 `--value-model` is the ppo stage's `value_model`, built the same way: `reward` (default; like TRL 1.12) a separate
 value model, a copy of the reward model; `policy_head` a zero-initialised `pipeline.rl.value_head.ValueHead` on the
-policy's last hidden state (one backbone), which TRL 1.12 does not offer. `--save DIR`: after training, the final
+policy's last hidden state (one backbone), which TRL 1.12 does not offer. `--value-thread`: the stage's
+`value_thread` (one process, `value_model: reward`): the value model's forward and backward on a second thread
+beside the policy's, each with half of `--threads` torch threads. `--save DIR`: after training, the final
 policy alone (`save_pretrained`, safetensors; no value model or head) and the SFT tokenizer, as the ppo stage
 writes `ppo/final/`.
 
@@ -55,6 +57,8 @@ def parse() -> argparse.Namespace:
                    help="gradient clipping (0: none, as TRL 1.12's PPO loop, which never clips; the ppo stage's default is 1)")
     p.add_argument("--value-model", choices=VALUE_MODELS, default="reward",
                    help="reward: a copy of the reward model (as TRL 1.12); policy_head: a value head on the policy")
+    p.add_argument("--value-thread", action="store_true",
+                   help="the ppo stage's value_thread: the value model on a second thread, each side with half of --threads")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--save", type=Path, default=None, help="save the trained policy (and the tokenizer) here")
     return p.parse_args()
@@ -79,7 +83,7 @@ def main() -> None:
     settings = PPOSettings(rollout_batch_size=args.batch_size, mini_batch_size=args.batch_size // args.mini_batches,
                            ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=args.temperature,
                            kl_coef=args.kl_coef, learning_rate=args.learning_rate, missing_eos_penalty=0.0,
-                           max_grad_norm=args.max_grad_norm)
+                           max_grad_norm=args.max_grad_norm, value_thread=args.value_thread)
     updates = math.ceil(args.episodes / (args.batch_size * processes))
     # as pipeline.stages.ppo.run builds it
     value_model = copy.deepcopy(reward_model) if args.value_model == "reward" else ValueHead.for_policy(policy)
@@ -98,7 +102,7 @@ def main() -> None:
               "episodes_per_second": episodes / seconds,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_mb_before_train": rss_before,
               "score_first": history[0]["score"], "score_last": history[-1]["score"], "kl_last": history[-1]["kl"],
-              "value_model": args.value_model, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+              "value_model": args.value_model, "value_thread": args.value_thread, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
               "history": [{k: h[k] for k in ("score", "kl", "entropy", "response_length")} for h in history]}
     if not state.is_main_process:
         return

@@ -19,7 +19,9 @@ Implementation Details of RLHF with PPO" (Huang et al. 2024), built from the fun
 
 The values come from a separate one-label sequence classifier (`PolicyAndValue`, the value model TRL initialised
 from the reward model) or from a `ValueHead` on the policy's last hidden state (`PolicyWithValueHead`, one
-backbone for both); pass a classifier or a `ValueHead` as `value_model`.
+backbone for both); pass a classifier or a `ValueHead` as `value_model`. With a separate value model on one CPU
+process, `value_thread` runs its forward and backward on a second thread beside the policy's (and, in rollouts,
+the value and reward models beside the reference: `pipeline.rl.side_thread`).
 
 Metrics of an update (`step`). Over the batch of every process, means per episode of: `score` (the reward
 model's score), `shaped_score` (after the EOS, length and likelihood terms), `ref_likelihood` (with
@@ -67,6 +69,7 @@ from pipeline.rl.rollout import (
     episode_generators,
     token_logprobs,
 )
+from pipeline.rl.side_thread import SideThread
 from pipeline.rl.value_head import PolicyWithValueHead, ValueHead
 
 
@@ -100,6 +103,7 @@ class PPOSettings:
     length_penalty: float = field(default=0.0, metadata={"help": "Subtracted from the score per response token (>= 0)."})
     ptx_coef: float = field(default=0.0, metadata={"help": "PPO-ptx: weight of the policy's pretraining LM loss added in every micro-step (>= 0; 0 disables)."})
     likelihood_weight: float = field(default=0.0, metadata={"help": "w: the score is the reward model's + w × Σ log p_reference(response) at temperature 1 (>= 0; 0 disables)."})
+    value_thread: bool = field(default=False, metadata={"help": "One CPU process with a separate value model: run the value model (and in rollouts the value and reward models, beside the reference) on a second thread, each side with half of torch's threads. Same updates, up to the thread count's rounding."})
 
     def check_ppo(self) -> None:
         positive = ("rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "max_new_tokens")
@@ -110,6 +114,8 @@ class PPOSettings:
             raise ValueError(f"mini_batch_size: {self.mini_batch_size} does not divide rollout_batch_size {self.rollout_batch_size}")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(f"gradient_accumulation_steps: {self.gradient_accumulation_steps} does not divide mini_batch_size {self.mini_batch_size}")
+        if not isinstance(self.value_thread, bool):
+            raise ValueError(f"value_thread: expected true or false, got {self.value_thread!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator: expected one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         if self.temperature <= 0:
@@ -171,6 +177,7 @@ class PPOTrainer:
         accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
                                   gradient_accumulation_steps=settings.gradient_accumulation_steps)
         self.settings, self.accelerator, self.tokenizer, self.seed = settings, accelerator, tokenizer, seed
+        self.side = self.side_thread(settings, accelerator, value_model, mixed_precision)
         self.ptx = ptx if settings.ptx_coef > 0 else None
         model = (PolicyWithValueHead(policy, value_model) if isinstance(value_model, ValueHead)
                  else PolicyAndValue(policy, value_model))
@@ -186,6 +193,21 @@ class PPOTrainer:
         self.kl_control = (AdaptiveKLController(settings.kl_coef, settings.kl_target, settings.kl_horizon)
                            if settings.kl_target is not None else FixedKLController(settings.kl_coef))
         self.step_count = 0
+
+    @staticmethod
+    def side_thread(settings: PPOSettings, accelerator, value_model, mixed_precision: str) -> SideThread | None:
+        """The thread the value model runs on with `value_thread` (None without it); refused where it cannot
+        work: a value head shares the policy's backbone, several processes (DDP) need one forward and backward
+        of the wrapped module, autocast does not reach a second thread, and a GPU runs one stream anyway."""
+        if not settings.value_thread:
+            return None
+        problem = ("a value head on the policy has no separate model to run beside it" if isinstance(value_model, ValueHead)
+                   else f"{accelerator.num_processes} processes: one process only" if accelerator.num_processes > 1
+                   else f"device {accelerator.device.type}: CPU only" if accelerator.device.type != "cpu"
+                   else f"mixed precision {mixed_precision}: fp32 only" if mixed_precision != "no" else None)
+        if problem:
+            raise ValueError(f"value_thread: {problem}")
+        return SideThread()
 
     @property
     def unwrapped(self) -> PolicyAndValue | PolicyWithValueHead:
@@ -212,7 +234,7 @@ class PPOTrainer:
         return collect(self.unwrapped, self.reference, self.reward_model, self.tokenizer, ids, mask,
                        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                        generators=episode_generators(self.seed, episodes, self.accelerator.device),
-                       likelihood=s.likelihood_weight > 0)
+                       likelihood=s.likelihood_weight > 0, side=self.side)
 
     def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Shaped scores, per-token rewards, GAE; plus the rollout's statistics (gathered over processes)."""
@@ -263,41 +285,79 @@ class PPOTrainer:
         return self.ptx.rows(index * rows, rows).to(self.accelerator.device)
 
     def micro_step(self, batch: Rollout, advantages, returns, mini_batch_tokens: torch.Tensor, ptx_ids=None) -> dict:
-        """Forward, loss and backward on one micro-batch (`micro_loss`), then the optimizer step when the
-        mini-batch is complete."""
+        """Forward, loss and backward on one micro-batch, then the optimizer step when the mini-batch is complete.
+        One forward of `self.model` and one backward (`micro_loss`), or with `value_thread` the policy's forward
+        and backward here and the value model's on the side thread: the same gradients, as the two models share
+        no parameter and the loss is the sum of their terms."""
         s = self.settings
-        loss, stats = self.micro_loss(batch, advantages, returns, mini_batch_tokens, ptx_ids)
-        self.accelerator.backward(loss)
+        if self.side is None:
+            loss, stats = self.micro_loss(batch, advantages, returns, mini_batch_tokens, ptx_ids)
+            self.accelerator.backward(loss)
+        else:
+            share, model = self.token_share(batch, mini_batch_tokens), self.unwrapped
+            inputs = (batch.query_responses, batch.attention_mask, batch.responses.shape[1])
+
+            def policy_side():
+                loss, stats = self.policy_objective(*model.policy_outputs(*inputs, ptx_ids), batch, advantages, share)
+                self.accelerator.backward(loss)
+                return stats
+
+            def value_side():
+                loss, stats = self.value_objective(model.values(*inputs), batch, returns, share)
+                self.accelerator.backward(loss)
+                return stats
+
+            policy_stats, value_stats = self.side.run(policy_side, value_side)
+            stats = {**policy_stats, **value_stats}
         if self.accelerator.sync_gradients and s.max_grad_norm > 0:
             self.accelerator.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
         return stats
 
+    def token_share(self, batch: Rollout, mini_batch_tokens: torch.Tensor) -> torch.Tensor:
+        """The micro-batch's share of the global mini-batch's response tokens, × processes × micro-batches (which
+        DDP and accumulation divide out again): the weight of its token-mean PPO losses."""
+        s = self.settings
+        return batch.lengths.sum() * self.accelerator.num_processes * s.gradient_accumulation_steps / mini_batch_tokens
+
     def micro_loss(self, batch: Rollout, advantages, returns, mini_batch_tokens: torch.Tensor, ptx_ids=None):
         """The loss to backpropagate for one micro-batch, and its statistics. The PPO losses are token means;
-        each is weighted by its share of the global mini-batch's tokens (× processes × micro-batches, which DDP
-        and accumulation divide out again), so the gradient is the token mean over the whole mini-batch whatever
-        its split. With `ptx_ids` (as many rows of pretraining blocks), + `ptx_coef` × the policy's LM loss on
-        them, unweighted: every micro-batch has the same rows and tokens, so the division by processes ×
-        micro-batches leaves the mean over the mini-batch's blocks. Both come from one forward of `self.model`."""
-        s, mask = self.settings, batch.mask
+        each is weighted by its share of the global mini-batch's tokens (`token_share`), so the gradient is the
+        token mean over the whole mini-batch whatever its split. With `ptx_ids` (as many rows of pretraining
+        blocks), + `ptx_coef` × the policy's LM loss on them, unweighted: every micro-batch has the same rows and
+        tokens, so the division by processes × micro-batches leaves the mean over the mini-batch's blocks. All
+        from one forward of `self.model`."""
         logits, values, ptx_loss = self.model(batch.query_responses, batch.attention_mask, batch.responses.shape[1],
                                               ptx_ids)
+        share = self.token_share(batch, mini_batch_tokens)
+        policy_loss_, policy_stats = self.policy_objective(logits, ptx_loss, batch, advantages, share)
+        value_loss_, value_stats = self.value_objective(values, batch, returns, share)
+        return policy_loss_ + value_loss_, {**policy_stats, **value_stats}
+
+    def policy_objective(self, logits, ptx_loss, batch: Rollout, advantages, share):
+        """The policy's term of the micro-batch loss (clipped PPO loss × `share`, + `ptx_coef` × `ptx_loss`) and
+        its statistics; `logits` are the policy's at the response columns, not temperature-scaled."""
+        s, mask = self.settings, batch.mask
         logits = logits / s.temperature
         policy = policy_loss(token_logprobs(logits, batch.responses), batch.logprobs, advantages, mask, s.clip_range)
-        value = value_loss(values, batch.values, returns, mask, s.clip_range_value)
-        share = batch.lengths.sum() * self.accelerator.num_processes * s.gradient_accumulation_steps / mini_batch_tokens
-        loss = (policy["loss"] + s.vf_coef * value["loss"]) * share
         with torch.no_grad():
             entropy = masked_entropy_from_logits(logits, mask)
-        stats = {"policy_loss": policy["loss"].item(), "value_loss": value["loss"].item(),
-                 "policy_clip_fraction": float(policy["clip_fraction"]), "value_clip_fraction": float(value["clip_fraction"]),
+        stats = {"policy_loss": policy["loss"].item(), "policy_clip_fraction": float(policy["clip_fraction"]),
                  "approx_kl": float(policy["approx_kl"]), "ratio": float(policy["ratio_mean"]), "entropy": float(entropy)}
+        loss = policy["loss"] * share
         if ptx_loss is not None:
             loss = loss + s.ptx_coef * ptx_loss
             stats["ptx_loss"] = ptx_loss.item()
         return loss, stats
+
+    def value_objective(self, values, batch: Rollout, returns, share):
+        """The value model's term of the micro-batch loss (`vf_coef` × clipped value loss × `share`) and its
+        statistics."""
+        s = self.settings
+        value = value_loss(values, batch.values, returns, batch.mask, s.clip_range_value)
+        return s.vf_coef * value["loss"] * share, {"value_loss": value["loss"].item(),
+                                                   "value_clip_fraction": float(value["clip_fraction"])}
 
     def check(self, stats: dict) -> None:
         bad = sorted(k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v))

@@ -85,6 +85,8 @@ class Config(PPOSettings):
             raise ValueError("total_episodes: expected >= 1" if self.total_episodes < 1 else "eval_max_new_tokens: expected >= 1")
         if self.value_model not in VALUE_MODELS:
             raise ValueError(f"value_model: expected one of {', '.join(VALUE_MODELS)}, got {self.value_model!r}")
+        if self.value_thread and self.value_model != "reward":
+            raise ValueError(f"value_thread: needs value_model: reward (a separate value model), got {self.value_model!r}")
         if self.ptx_block_size < 2:
             raise ValueError(f"ptx_block_size: expected >= 2 (a block predicts its tokens after the first), got {self.ptx_block_size}")
 

@@ -137,6 +137,7 @@ def test_nan_reward_stops_with_the_step_named(tuned, tmp_path, monkeypatch, caps
     ("ppo.score_qa_prompts=true", "ppo.score_qa_prompts: needs an eval_dataset"),
     ("ppo.likelihood_weight=-1", "ppo.likelihood_weight: expected a finite number >= 0"),
     ("ppo.max_grad_norm=-1", "ppo.max_grad_norm: expected a finite number >= 0 (0 disables)"),
+    ("ppo.value_thread=true ppo.value_model=policy_head", "ppo.value_thread: needs value_model: reward"),
 ])
 def test_bad_input_is_one_line(tuned, tmp_path, capsys, overrides, message):
     folder = copy_run(tuned, tmp_path / "r")
