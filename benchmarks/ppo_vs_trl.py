@@ -25,9 +25,9 @@ completions), with the same policy, reward model, prompts, response length, temp
 threads; an episode there is one completion; its gradients are clipped at 1.0 (the `Trainer` default it keeps).
 With one process and --threads ≥ 2, the row "ours, value model on a second thread" is
 `ours_ppo.py --value-thread` (the ppo stage's `value_thread: true`): the same trainer, algorithm, settings and
-cores as the first row (the same updates, up to the thread count's rounding), with the value model's forward and
-backward (and in rollouts the value and reward models' forwards, beside the reference's) on a second thread, each
-thread with --threads / 2 torch threads, where the first row and TRL give all --threads to one op at a time.
+cores as the first row (the same updates, up to the rounding of a different thread count), with the value model's
+forward and backward in the PPO epochs on a second thread beside the policy's, each thread with --threads / 2 torch
+threads, where the first row and TRL give all --threads to one op at a time.
 The extra row "ours, value head on the policy" is `ours_ppo.py --value-model policy_head` (the ppo stage's
 `value_model: policy_head`, built as the stage builds it, unclipped like the first row: a zero-initialised
 `pipeline.rl.value_head.ValueHead` on the policy's last hidden state, one backbone): a recipe choice TRL 1.12 does

@@ -18,7 +18,6 @@ from transformers import StaticCache
 
 from pipeline.rl.ptx import causal_lm_loss
 from pipeline.rl.responses import response_mask, truncate_after_eos
-from pipeline.rl.side_thread import SideThread, side_by_side
 
 
 @dataclass
@@ -198,16 +197,14 @@ def sequence_scores(reward_model, query_responses, attention_mask) -> torch.Tens
 
 @torch.no_grad()
 def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int,
-            temperature: float, top_p: float, generators: list[torch.Generator], likelihood: bool = False,
-            side: SideThread | None = None) -> Rollout:
+            temperature: float, top_p: float, generators: list[torch.Generator], likelihood: bool = False) -> Rollout:
     """Sample a response per prompt and score it: log-probabilities under the policy (kept from sampling, as
     TRL 1.12 did) and the reference, values and the reward model's score; with `likelihood`, also each
     response's log-likelihood under the reference at temperature 1 (Σ over its tokens up to and including the
     EOS of log softmax(reference logits)[token]: `ref_likelihood`). The batch keeps the response
     columns up to its longest response (R <= max_new_tokens). `reference=None`: the policy is a peft model
     whose adapter-disabled base is the reference. `generators`: one per prompt (`episode_generators`).
-    `policy_and_value`: a `PolicyAndValue` or a `pipeline.rl.value_head.PolicyWithValueHead`. `side`: the
-    reference's forward runs here while the value and reward models' run on the side thread (the same numbers)."""
+    `policy_and_value`: a `PolicyAndValue` or a `pipeline.rl.value_head.PolicyWithValueHead`."""
     policy = policy_and_value.policy
     responses, logprobs = sample_responses(policy, tokenizer, prompt_ids, prompt_mask, max_new_tokens, temperature,
                                            top_p, generators)
@@ -216,24 +213,18 @@ def collect(policy_and_value, reference, reward_model, tokenizer, prompt_ids, pr
     responses, logprobs = responses[:, :width], logprobs[:, :width]
     query_responses = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask(lengths, width).long()], dim=1)
-
-    def reference_side():
-        if reference is None:
-            with policy.disable_adapter():
-                ref_logits = response_forward(policy, query_responses, attention_mask, width)
-        else:
-            ref_logits = response_forward(reference, query_responses, attention_mask, width)
-        ref_likelihood = (torch.where(response_mask(lengths, width), token_logprobs(ref_logits, responses), 0.0).sum(1)
-                          if likelihood else None)
-        return token_logprobs(ref_logits / temperature, responses), ref_likelihood
-
-    def value_and_reward_side():
-        scored_ids, scored_mask = with_suffix(query_responses, attention_mask, prompt_ids.shape[1], lengths, ended,
-                                              scoring_suffix(tokenizer), tokenizer.pad_token_id)
-        return (policy_and_value.values(query_responses, attention_mask, width),
-                sequence_scores(reward_model, scored_ids, scored_mask))
-
-    (ref_logprobs, ref_likelihood), (values, scores) = side_by_side(side, reference_side, value_and_reward_side)
+    values = policy_and_value.values(query_responses, attention_mask, width)
+    if reference is None:
+        with policy.disable_adapter():
+            ref_logits = response_forward(policy, query_responses, attention_mask, width)
+    else:
+        ref_logits = response_forward(reference, query_responses, attention_mask, width)
+    ref_logprobs = token_logprobs(ref_logits / temperature, responses)
+    ref_likelihood = (torch.where(response_mask(lengths, width), token_logprobs(ref_logits, responses), 0.0).sum(1)
+                      if likelihood else None)
+    scored_ids, scored_mask = with_suffix(query_responses, attention_mask, prompt_ids.shape[1], lengths, ended,
+                                          scoring_suffix(tokenizer), tokenizer.pad_token_id)
+    scores = sequence_scores(reward_model, scored_ids, scored_mask)
     logprobs = torch.where(response_mask(lengths, width), logprobs, 0.0)  # nothing after the EOS
     return Rollout(query_responses, attention_mask, prompt_ids.shape[1], responses, lengths, ended, logprobs,
                    ref_logprobs, values, scores, ref_likelihood)

@@ -3,11 +3,13 @@
 Ours (PPO's `value_thread`): a thread pool of one from the standard library; what it adds is the split of the
 cores and the thread-local state a job must not lose. Why it pays on a CPU: at the sizes PPO trains on there, a
 second intra-op thread speeds each small matrix product up little, while two independent models (the policy
-and a separate value model; in a rollout, the reference beside the value and reward models) keep two cores
-busy: each op releases the GIL while it computes. On the tiny recipe's models, the forward and backward of the
-policy and of the value model on 8 episodes took 112 ms one after another on one thread, 94 ms with two
-intra-op threads, and 65 ms side by side with one thread each (2-core VM, this repository's
-`benchmarks/ppo_vs_trl.py` measures the whole update).
+and a separate value model) keep two cores busy: each op releases the GIL while it computes. On the tiny
+recipe's models (2-core VM, one measurement each, sides interleaved): the forward and backward of the policy and
+of the value model on 8 episodes took 112 ms one after another on one thread, 94 ms with two intra-op threads,
+65 ms side by side with one thread each; a whole PPO update of 16 episodes, in two runs, 530 and 586 ms with two
+intra-op threads, 495 and 471 ms with its epochs side by side (epochs 292 instead of 355, 305 instead of 393 ms). Not used for the rollout's forward passes (the
+reference beside the value and reward models) or for sampling two halves of a batch: no gain there, and sampling
+got slower (the decode loop is bound by Python, which holds the GIL).
 
 Thread-local state that a job on the side thread would otherwise lose is carried over: grad mode
 (`torch.no_grad()` of the caller holds on the side thread too). Autocast is thread-local as well and is not
@@ -60,7 +62,3 @@ class SideThread:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-
-def side_by_side(side: SideThread | None, here: Callable[[], Here], there: Callable[[], There]) -> tuple[Here, There]:
-    """`side.run(here, there)`, or both on this thread one after the other (`here` first) without a side thread."""
-    return side.run(here, there) if side is not None else (here(), there())

@@ -20,8 +20,8 @@ Implementation Details of RLHF with PPO" (Huang et al. 2024), built from the fun
 The values come from a separate one-label sequence classifier (`PolicyAndValue`, the value model TRL initialised
 from the reward model) or from a `ValueHead` on the policy's last hidden state (`PolicyWithValueHead`, one
 backbone for both); pass a classifier or a `ValueHead` as `value_model`. With a separate value model on one CPU
-process, `value_thread` runs its forward and backward on a second thread beside the policy's (and, in rollouts,
-the value and reward models beside the reference: `pipeline.rl.side_thread`).
+process, `value_thread` runs its forward and backward in the PPO epochs on a second thread beside the policy's
+(`pipeline.rl.side_thread`).
 
 Metrics of an update (`step`). Over the batch of every process, means per episode of: `score` (the reward
 model's score), `shaped_score` (after the EOS, length and likelihood terms), `ref_likelihood` (with
@@ -103,7 +103,7 @@ class PPOSettings:
     length_penalty: float = field(default=0.0, metadata={"help": "Subtracted from the score per response token (>= 0)."})
     ptx_coef: float = field(default=0.0, metadata={"help": "PPO-ptx: weight of the policy's pretraining LM loss added in every micro-step (>= 0; 0 disables)."})
     likelihood_weight: float = field(default=0.0, metadata={"help": "w: the score is the reward model's + w × Σ log p_reference(response) at temperature 1 (>= 0; 0 disables)."})
-    value_thread: bool = field(default=False, metadata={"help": "One CPU process with a separate value model: run the value model (and in rollouts the value and reward models, beside the reference) on a second thread, each side with half of torch's threads. Same updates, up to the thread count's rounding."})
+    value_thread: bool = field(default=False, metadata={"help": "One CPU process with a separate value model: the PPO epochs run the value model's forward and backward on a second thread beside the policy's, each with half of torch's threads. The same updates, up to the rounding of a different thread count."})
 
     def check_ppo(self) -> None:
         positive = ("rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "max_new_tokens")
@@ -234,7 +234,7 @@ class PPOTrainer:
         return collect(self.unwrapped, self.reference, self.reward_model, self.tokenizer, ids, mask,
                        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                        generators=episode_generators(self.seed, episodes, self.accelerator.device),
-                       likelihood=s.likelihood_weight > 0, side=self.side)
+                       likelihood=s.likelihood_weight > 0)
 
     def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Shaped scores, per-token rewards, GAE; plus the rollout's statistics (gathered over processes)."""
