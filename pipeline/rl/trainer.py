@@ -52,6 +52,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -103,7 +104,7 @@ class PPOSettings:
     length_penalty: float = field(default=0.0, metadata={"help": "Subtracted from the score per response token (>= 0)."})
     ptx_coef: float = field(default=0.0, metadata={"help": "PPO-ptx: weight of the policy's pretraining LM loss added in every micro-step (>= 0; 0 disables)."})
     likelihood_weight: float = field(default=0.0, metadata={"help": "w: the score is the reward model's + w × Σ log p_reference(response) at temperature 1 (>= 0; 0 disables)."})
-    value_thread: bool = field(default=False, metadata={"help": "One CPU process with a separate value model: the PPO epochs run the value model's forward and backward on a second thread beside the policy's, each with half of torch's threads. The same updates, up to the rounding of a different thread count."})
+    value_thread: Literal[True, False, "auto"] = field(default=False, metadata={"help": "true: the PPO epochs run the value model's forward and backward on a second thread beside the policy's, each with half of torch's threads (one CPU process in fp32 with a separate value model; the same updates up to the rounding of a different thread count); auto: on where it can be and torch has >= 2 threads; false."})
 
     def check_ppo(self) -> None:
         positive = ("rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "max_new_tokens")
@@ -114,8 +115,8 @@ class PPOSettings:
             raise ValueError(f"mini_batch_size: {self.mini_batch_size} does not divide rollout_batch_size {self.rollout_batch_size}")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(f"gradient_accumulation_steps: {self.gradient_accumulation_steps} does not divide mini_batch_size {self.mini_batch_size}")
-        if not isinstance(self.value_thread, bool):
-            raise ValueError(f"value_thread: expected true or false, got {self.value_thread!r}")
+        if not (isinstance(self.value_thread, bool) or self.value_thread == "auto"):
+            raise ValueError(f"value_thread: expected true, false or auto, got {self.value_thread!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator: expected one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         if self.temperature <= 0:
@@ -196,15 +197,18 @@ class PPOTrainer:
 
     @staticmethod
     def side_thread(settings: PPOSettings, accelerator, value_model, mixed_precision: str) -> SideThread | None:
-        """The thread the value model runs on with `value_thread` (None without it); refused where it cannot
-        work: a value head shares the policy's backbone, several processes (DDP) need one forward and backward
-        of the wrapped module, autocast does not reach a second thread, and a GPU runs one stream anyway."""
-        if not settings.value_thread:
+        """The thread the value model runs on with `value_thread` (None without it). It cannot work with a value
+        head (which shares the policy's backbone), several processes (DDP needs one forward and backward of the
+        wrapped module), mixed precision (autocast does not reach a second thread) or a GPU (one stream anyway):
+        `true` is refused there, `auto` is off there and with fewer than 2 torch threads to split."""
+        if settings.value_thread is False:
             return None
         problem = ("a value head on the policy has no separate model to run beside it" if isinstance(value_model, ValueHead)
                    else f"{accelerator.num_processes} processes: one process only" if accelerator.num_processes > 1
                    else f"device {accelerator.device.type}: CPU only" if accelerator.device.type != "cpu"
                    else f"mixed precision {mixed_precision}: fp32 only" if mixed_precision != "no" else None)
+        if settings.value_thread == "auto":
+            return SideThread() if problem is None and torch.get_num_threads() >= 2 else None
         if problem:
             raise ValueError(f"value_thread: {problem}")
         return SideThread()

@@ -32,6 +32,7 @@ import copy
 import random
 import shutil
 from dataclasses import dataclass, field
+from typing import Literal
 
 from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -70,6 +71,7 @@ class Config(PPOSettings):
     logging_steps: int = field(default=1, metadata={"help": "Print a progress line every N updates."})
     precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})
     value_model: str = field(default="reward", metadata={"help": "reward: a separate value model, a copy of the reward model; policy_head: a linear head on the policy (one backbone)."})
+    value_thread: Literal[True, False, "auto"] = field(default="auto", metadata={"help": "auto (the stage's default): the value model's forward and backward beside the policy's on a second thread where that works (one CPU process, fp32, value_model: reward, >= 2 torch threads); true (refused elsewhere) or false."})
     ptx_dataset: str = field(default="corpus", metadata={"help": "With ptx_coef > 0: the data stage's dataset whose `text` (train split) the pretraining loss reads."})
     ptx_block_size: int = field(default=128, metadata={"help": "Tokens per packed pretraining block of the ptx loss (>= 2)."})
     # progress lines and checkpoint cadence change neither the policy nor the metrics: no rerun for them
@@ -85,7 +87,7 @@ class Config(PPOSettings):
             raise ValueError("total_episodes: expected >= 1" if self.total_episodes < 1 else "eval_max_new_tokens: expected >= 1")
         if self.value_model not in VALUE_MODELS:
             raise ValueError(f"value_model: expected one of {', '.join(VALUE_MODELS)}, got {self.value_model!r}")
-        if self.value_thread and self.value_model != "reward":
+        if self.value_thread is True and self.value_model != "reward":
             raise ValueError(f"value_thread: needs value_model: reward (a separate value model), got {self.value_model!r}")
         if self.ptx_block_size < 2:
             raise ValueError(f"ptx_block_size: expected >= 2 (a block predicts its tokens after the first), got {self.ptx_block_size}")
@@ -134,7 +136,8 @@ def run(cfg: Config, run: RunDir) -> dict:
         raise PipelineError(f"ppo: {e} (the last good checkpoint stays in {out})") from None
     save_models(trainer, tokenizer, out)
     metrics = {"updates": trainer.step_count, "episodes": trainer.step_count * per_update, "history": history,
-               "episodes_per_second": sum(h["episodes_per_second"] for h in history[-10:]) / max(len(history[-10:]), 1)}
+               "episodes_per_second": sum(h["episodes_per_second"] for h in history[-10:]) / max(len(history[-10:]), 1),
+               "value_thread": trainer.side is not None}
     if state.is_main_process:
         metrics.update(final_evaluation(cfg, run, tokenizer, reward_model, held_out, qa, out))
         if board is not None:

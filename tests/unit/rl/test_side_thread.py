@@ -88,3 +88,17 @@ def test_value_thread_makes_the_same_updates_as_one_thread(tok):
 def test_value_thread_is_refused_with_a_value_head(tok):
     with pytest.raises(ValueError, match="value_thread: a value head on the policy has no separate model"):
         make_trainer(tok, value_model="policy_head", value_thread=True)
+
+
+def test_auto_is_on_where_the_value_thread_works_and_has_threads_to_split(tok):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert make_trainer(tok, value_thread="auto").side is not None
+        assert make_trainer(tok, value_thread="auto", value_model="policy_head").side is None  # no error either
+        assert make_trainer(tok, value_thread=False).side is None
+        torch.set_num_threads(1)
+        assert make_trainer(tok, value_thread="auto").side is None
+        assert make_trainer(tok, value_thread=True).side.threads == 1
+    finally:
+        torch.set_num_threads(threads)

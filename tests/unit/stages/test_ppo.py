@@ -54,6 +54,7 @@ def test_ppo_writes_models_that_reload_and_metrics(tuned, tmp_path):
         assert all(key in h for h in metrics["history"]), key
     assert {"score_gain", "score_gain_ci95", "kl_after", "score_mean_before", "score_mean_after"} <= set(metrics)
     assert "exact_match_after" not in metrics and "floor_majority" not in metrics  # eval_dataset '' skips the questions
+    assert metrics["value_thread"] is (torch.get_num_threads() >= 2)  # value_thread: auto, the stage's default
     policy = AutoModelForCausalLM.from_pretrained(out / "final")
     value = AutoModelForSequenceClassification.from_pretrained(out / "value")
     assert value.config.num_labels == 1
@@ -138,6 +139,7 @@ def test_nan_reward_stops_with_the_step_named(tuned, tmp_path, monkeypatch, caps
     ("ppo.likelihood_weight=-1", "ppo.likelihood_weight: expected a finite number >= 0"),
     ("ppo.max_grad_norm=-1", "ppo.max_grad_norm: expected a finite number >= 0 (0 disables)"),
     ("ppo.value_thread=true ppo.value_model=policy_head", "ppo.value_thread: needs value_model: reward"),
+    ("ppo.value_thread=sometimes", "ppo.value_thread: expected one of True, False, 'auto', got 'sometimes'"),
 ])
 def test_bad_input_is_one_line(tuned, tmp_path, capsys, overrides, message):
     folder = copy_run(tuned, tmp_path / "r")
