@@ -77,7 +77,13 @@ of a row describes one and the same trained policy):
                       median repeat's policy. Its floors (`qa_floors`: echoing the question, each category's
                       commonest answer) are printed above the table.
 
-Below the table, every repeat's gain, CI, KL and exact match are listed, with `compare`'s `reward_hacking` flag.
+Below the table, every repeat's gain, CI, KL and exact match are listed, with `compare`'s `reward_hacking` flag,
+and per side the means over its n repeats (n trainings): RM gain with mean ± 1.96 · sd / √n (sd, ddof 1, of the n
+repeats' gains: an interval over trainings, which is what differs between two trainers, not over prompts),
+exact KL to SFT, gain per nat (mean gain / mean KL) and strict EM after.
+
+`--sides ours,trl` runs only those sides (keys: ours, trl, rloo, ours_thread, ours_head; the TRL 1.12 row is
+always run, as every ratio is against it).
 """
 
 from __future__ import annotations
@@ -208,13 +214,18 @@ def main() -> None:
     p.add_argument("--eval-max-new-tokens", type=int, default=32,
                    help="greedy response length of the held-out evaluation (the ppo stage's eval_max_new_tokens)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--sides", default=",".join(key for key, *_ in SIDES), help="comma-separated side keys to run (trl always runs)")
     args = p.parse_args()
+    chosen = set(args.sides.split(",")) | {"trl"}
+    if chosen - {key for key, *_ in SIDES}:
+        p.error(f"--sides: unknown {', '.join(sorted(chosen - {key for key, *_ in SIDES}))}; "
+                f"known: {', '.join(key for key, *_ in SIDES)}")
     if args.processes < 1 or args.batch_size % (args.processes * args.mini_batches):
         p.error(f"--batch-size {args.batch_size}: not a multiple of --processes {args.processes} × --mini-batches {args.mini_batches}")
     subprocess.run(["bash", str(PEERS / "setup_trl112.sh")], cwd=ROOT, check=True, capture_output=True)
     python = {"trl": str(PEERS / ".venv-trl112" / "bin" / "python")}
     threaded = args.processes == 1 and args.threads >= 2  # value_thread splits one process's threads in two
-    sides = tuple(entry for entry in SIDES if entry[0] != "ours_thread" or threaded)
+    sides = tuple(entry for entry in SIDES if entry[0] in chosen and (entry[0] != "ours_thread" or threaded))
     runs = {key: [] for key, *_ in sides}
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or build_run(Path(tmp) / "run")
@@ -231,7 +242,7 @@ def main() -> None:
                 r["held_out"] = held_out.score(r["policy"])
     rows = [row(label, runs[key]) for key, label, *_ in sides]
     keys = [key for key, *_ in sides]
-    trl = rows[1]
+    trl = rows[keys.index("trl")]
     before = held_out.before
     print(f"\n{rows[0]['episodes']} episodes, batch {args.batch_size}, {args.mini_batches} mini-batches, "
           f"{args.ppo_epochs} PPO epochs, {args.response_length} new tokens, lr {args.learning_rate}, β {args.kl_coef}, "
@@ -258,6 +269,20 @@ def main() -> None:
                          f"[{h['score_gain_ci95'][0]:+.3f}, {h['score_gain_ci95'][1]:+.3f}], KL {h['kl_after']:.3f}, "
                          f"EM {em(h['exact_match_after'])}{flag}")
         print(f"  {key}: " + "; ".join(cells))
+    print("\nmeans over the repeats (RM gain ± 1.96 sd/√n over trainings; exact KL to SFT; gain per nat; strict EM after):")
+    for key, r in zip(keys, rows):
+        print(f"  {key}: {over_repeats([one['held_out'] for one in r['runs']])}")
+
+
+def over_repeats(held_out: list[dict]) -> str:
+    """The means over n trainings of the held-out RM gain (± 1.96 · sd / √n, sd with ddof 1; no interval for
+    n = 1), exact KL to SFT and strict EM after, and gain per nat = mean gain / mean KL."""
+    gains = [h["score_gain"] for h in held_out]
+    gain, kl = statistics.fmean(gains), statistics.fmean(h["kl_after"] for h in held_out)
+    spread = f" ± {1.96 * statistics.stdev(gains) / len(gains) ** 0.5:.3f}" if len(gains) > 1 else ""
+    matches = [h["exact_match_after"] for h in held_out if h["exact_match_after"] is not None]
+    exact = f", EM {statistics.fmean(matches):.3f}" if matches else ""
+    return f"n {len(gains)}, gain {gain:+.3f}{spread}, KL {kl:.3f}, {gain / kl:+.3f} per nat{exact}"
 
 
 if __name__ == "__main__":
