@@ -335,9 +335,9 @@ class PPOTrainer:
         logits, values, ptx_loss = self.model(batch.query_responses, batch.attention_mask, batch.responses.shape[1],
                                               ptx_ids)
         share = self.token_share(batch, mini_batch_tokens)
-        policy_loss_, policy_stats = self.policy_objective(logits, ptx_loss, batch, advantages, share)
-        value_loss_, value_stats = self.value_objective(values, batch, returns, share)
-        return policy_loss_ + value_loss_, {**policy_stats, **value_stats}
+        policy_term, policy_stats = self.policy_objective(logits, ptx_loss, batch, advantages, share)
+        value_term, value_stats = self.value_objective(values, batch, returns, share)
+        return policy_term + value_term, {**policy_stats, **value_stats}
 
     def policy_objective(self, logits, ptx_loss, batch: Rollout, advantages, share):
         """The policy's term of the micro-batch loss (clipped PPO loss × `share`, + `ptx_coef` × `ptx_loss`) and
