@@ -29,13 +29,15 @@ What is given decides the suites (`pipeline.eval_suites`; `--suite` picks some; 
 
 Inside a run folder, every setting comes from the run's config.yaml (block size, reply lengths, the PPO
 prompts; a policy's reply length is its stage section's `eval_max_new_tokens`, else the sft section's), so `pipeline eval` reproduces each stage's own metrics; the sft policy is the reference of the ppo
-one. Output: a table on stderr-free stdout, or with `--json` exactly one JSON object on stdout.
+one. Evaluating a run folder writes `<run>/eval/`, so it holds the run's lock (`pipeline.run_lock`) while it
+works: refused while another command writes the folder. Output: a table on stderr-free stdout, or with `--json` exactly one JSON object on stdout.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from pipeline.artifacts import RunDir, write_json
@@ -43,6 +45,7 @@ from pipeline.checkpoints import (CAUSAL_LM, REWARD_MODEL, ModelFolder, identify
                                   load_tokenizer, require_causal_lm, run_models, stage_final)
 from pipeline.errors import PipelineError
 from pipeline.eval_suites import N_SAMPLES, SUITE_FUNCTIONS, SUITES, Context, Unavailable, data_for
+from pipeline.run_lock import RunLock
 
 
 # ------------------------------------------------------------------------------------------ models and data
@@ -205,8 +208,11 @@ def run_command(args) -> int:
     found = targets(path, args.checkpoints)
     is_run = len(found) > 1 or is_run_folder(path)
     eval_folder = RunDir(path).inside(RunDir(path).root / "eval") if is_run else None  # never a symlink out
+    # writing <run>/eval/ makes this command a writer of the run folder: refused while `pipeline run` (which
+    # may be rewriting the models read here) or another eval holds it, as the runner refuses a second run
+    writer = RunLock(RunDir(path).root / ".lock", command=" ".join(sys.argv)) if is_run else nullcontext()
     results = {}
-    with Progress(transient=True, console=_stderr()) as progress:
+    with writer, Progress(transient=True, console=_stderr()) as progress:
         progress.add_task("evaluating", total=len(found))
         for target in found:
             results[target.label] = evaluate_target(target, args, progress)

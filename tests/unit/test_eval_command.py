@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from pipeline.cli import main
+from pipeline.run_lock import RunLock
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,18 @@ def test_a_vectors_file_with_a_wrong_header_is_one_line(tmp_path, capsys):
     assert main(["eval", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {bad}") and "\n" not in err, err
+
+
+def test_a_run_folder_that_another_command_writes_is_refused_before_any_work(nano_run, tmp_path, capsys):
+    """`pipeline eval` on a run folder writes eval/, so it takes the run's lock: while `pipeline run` (or another
+    eval) holds it, the models it would read may be rewritten under it."""
+    folder = tmp_path / "run"
+    shutil.copytree(nano_run, folder, ignore=shutil.ignore_patterns("eval", ".lock"))
+    with RunLock(folder / ".lock", command="pipeline run recipes/nano.yaml"):
+        assert main(["eval", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "in use by pid" in err and "pipeline run recipes/nano.yaml" in err and str(folder / ".lock") in err, err
+    assert not (folder / "eval").exists()
+    assert main(["eval", str(folder), "--json"]) == 0  # released: it runs, and releases in turn
+    assert (folder / "eval" / "sft.json").is_file() and RunLock(folder / ".lock").acquire() is None
