@@ -59,7 +59,7 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10
 @dataclass
 class Config(TrainingArguments):
     dataset: str = field(default="corpus", metadata={"help": "Text dataset (column `text`) built by the data stage."})
-    model_size: str = field(default="tiny", metadata={"help": "Named size from pipeline.models.sizes: nano, tiny, mini, small, base."})
+    model_size: str = field(default="tiny", metadata={"help": "Named size from pipeline.models.sizes: nano, micro, tiny, mini, small, base."})
     architecture: str = field(default="llama", metadata={"help": "Stock transformers architecture: llama or gpt2."})
     block_size: int = field(default=128, metadata={"help": "Tokens per packed training sequence and per validation window (the context length)."})
     precision: str = field(default="auto", metadata={"help": "auto: bf16 on a GPU that has it, else fp32; or fp32, bf16, fp16."})

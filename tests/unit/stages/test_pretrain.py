@@ -120,7 +120,7 @@ def test_pretrain_rejects_bad_config(tmp_path, capsys):
 
     folder = make_run(tmp_path / "r", pretrain={"model_size": "huge"})
     assert main(["stage", "pretrain", "--run", str(folder)]) == 2  # caught before anything runs
-    assert "pretrain.model_size: unknown size 'huge' (valid: nano, tiny, mini, small, base)" in capsys.readouterr().err
+    assert "pretrain.model_size: unknown size 'huge' (valid: nano, micro, tiny, mini, small, base)" in capsys.readouterr().err
     folder = make_run(tmp_path / "s", pretrain={"precision": "fp8"})
     assert main(["validate", str(folder / "config.yaml")]) == 2
     assert "pretrain.precision: expected auto, fp32, bf16 or fp16, got 'fp8'" in capsys.readouterr().err
