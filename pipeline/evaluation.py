@@ -30,7 +30,8 @@ What is given decides the suites (`pipeline.eval_suites`; `--suite` picks some; 
 Inside a run folder, every setting comes from the run's config.yaml (block size, reply lengths, the PPO
 prompts; a policy's reply length is its stage section's `eval_max_new_tokens`, else the sft section's), so `pipeline eval` reproduces each stage's own metrics; the sft policy is the reference of the ppo
 one. Evaluating a run folder writes `<run>/eval/`, so it holds the run's lock (`pipeline.run_lock`) while it
-works: refused while another command writes the folder. Output: a table on stderr-free stdout, or with `--json` exactly one JSON object on stdout.
+works: refused while another command writes the folder. Output: a table on stderr-free stdout, or with `--json`
+exactly one JSON object on stdout.
 """
 
 from __future__ import annotations

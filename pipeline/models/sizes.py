@@ -13,8 +13,8 @@ from pipeline.errors import PipelineError
 # name: (layers, hidden, heads, mlp width); parameters (gpt2 / llama) with a 4k vocabulary, tied embeddings
 SIZES = {
     "nano": (2, 64, 4, 256),        # 0.4M: unit tests
-    "micro": (2, 128, 4, 512),      # 1.0M / 1.0M: the tiny recipe (learns its 30 people in ~3 min on 2 CPU cores)
-    "tiny": (4, 128, 4, 512),       # 1.4M / 1.6M: nanoGPT's CPU shape (shakespeare_cpu, world_cpu)
+    "micro": (2, 128, 4, 512),      # 0.95M / 1.05M: the tiny recipe (learns its 30 people in ~3 min on 2 CPU cores)
+    "tiny": (4, 128, 4, 512),       # 1.4M / 1.6M: nanoGPT's CPU shape (shakespeare_cpu, world_cpu, reward_real)
     "mini": (6, 256, 8, 1024),      # 5.9M / 7.3M: CPU recipes (TinyShakespeare)
     "small": (12, 768, 12, 3072),   # 88M / 116M: GPT-2 small, one GPU
     "base": (24, 1024, 16, 4096),   # 307M / 407M: GPT-2 medium, one or several GPUs
