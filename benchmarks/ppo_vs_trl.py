@@ -82,6 +82,15 @@ and per side the means over its n repeats (n trainings): RM gain with mean ± 1.
 repeats' gains: an interval over trainings, which is what differs between two trainers, not over prompts),
 exact KL to SFT, gain per nat (mean gain / mean KL) and strict EM after.
 
+Gain at equal KL (`--snapshot-every K`): every side also saves its policy after every K-th update
+(`peers/snapshots.py`; saving is not timed), and each saved policy is scored like the final one. A training's
+trajectory is then its held-out (exact KL to SFT, RM gain) after every K updates, from the SFT origin to the final
+policy, and the gains of all trainings are read at the same KL (`benchmarks/equal_kl.py`, whose docstring defines
+every number): at the largest KL that every training of the two sides reached, and at half of it, each side
+against TRL 1.12's PPO, with a bootstrap interval over trainings for the difference. `--plot PNG` draws every
+trajectory. This compares how much reward each trainer buys per nat of drift from SFT, which the table's
+"gain at the KL reached" cannot when the sides end at different KLs.
+
 `--sides ours,trl` runs only those sides (keys: ours, trl, rloo, ours_thread, ours_head; the TRL 1.12 row is
 always run, as every ratio is against it).
 """
@@ -101,6 +110,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benchmarks" / "peers"
 CPU_PROCESSES = ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml"  # gloo ranks on a CPU machine; --num_processes N
 sys.path.insert(0, str(ROOT))  # the held-out evaluation imports `pipeline`
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import equal_kl  # noqa: E402
 
 
 def build_run(folder: Path) -> Path:
@@ -111,6 +122,8 @@ def build_run(folder: Path) -> Path:
 
 
 def side(python: str, script: Path, run: Path, args, seed: int, out: Path, save: Path, extra: list[str] = ()) -> dict:
+    if args.snapshot_every:
+        extra = [*extra, "--snapshot-every", str(args.snapshot_every), "--snapshots", str(save.with_suffix(".snapshots"))]
     launch = [] if args.processes == 1 else ["-m", "accelerate.commands.launch", "--config_file", str(CPU_PROCESSES),
                                              "--num_processes", str(args.processes)]
     command = [python, *launch, str(script), "--run", str(run), "--episodes", str(args.episodes),
@@ -168,7 +181,8 @@ class HeldOut:
 
         after = evaluate_policy(load_causal_lm(folder), self.reward_model, self.tokenizer, self.prompts, **self.kwargs)
         return {**compare(self.before, after), "exact_match_before": self.before.get("exact_match"),
-                "exact_match_after": after.get("exact_match"), "score_mean_after": after["score_mean"]}
+                "exact_match_after": after.get("exact_match"), "score_mean_after": after["score_mean"],
+                "scores": after["scores"], "kl": after["kl"]}  # per prompt, so --json's reader can recompute
 
 
 def row(name: str, runs: list[dict]) -> dict:
@@ -214,6 +228,11 @@ def main() -> None:
     p.add_argument("--eval-max-new-tokens", type=int, default=32,
                    help="greedy response length of the held-out evaluation (the ppo stage's eval_max_new_tokens)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--snapshot-every", type=int, default=0,
+                   help="every side also saves its policy every K updates; prints the gain at equal KL (equal_kl.py)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write every side's runs (training numbers, held-out scores, trajectories) here, to recompute the tables")
+    p.add_argument("--plot", type=Path, default=None, help="with --snapshot-every: a PNG of gain against KL, every training")
     p.add_argument("--sides", default=",".join(key for key, *_ in SIDES), help="comma-separated side keys to run (trl always runs)")
     args = p.parse_args()
     chosen = set(args.sides.split(",")) | {"trl"}
@@ -240,6 +259,10 @@ def main() -> None:
         for key in runs:
             for r in runs[key]:
                 r["held_out"] = held_out.score(r["policy"])
+                for snapshot in r.get("snapshots", []):
+                    snapshot["held_out"] = held_out.score(Path(snapshot["path"]))
+                r["trajectory"] = [(h["kl_after"], h["score_gain"])
+                                   for h in [*(snapshot["held_out"] for snapshot in r.get("snapshots", [])), r["held_out"]]]
     rows = [row(label, runs[key]) for key, label, *_ in sides]
     keys = [key for key, *_ in sides]
     trl = rows[keys.index("trl")]
@@ -272,6 +295,66 @@ def main() -> None:
     print("\nmeans over the repeats (RM gain ± 1.96 sd/√n over trainings; exact KL to SFT; gain per nat; strict EM after):")
     for key, r in zip(keys, rows):
         print(f"  {key}: {over_repeats([one['held_out'] for one in r['runs']])}")
+    if args.json:
+        saved = {key: [{k: v for k, v in one.items() if k != "policy"} for one in r["runs"]] for key, r in zip(keys, rows)}
+        args.json.write_text(json.dumps({"arguments": {k: str(v) for k, v in vars(args).items()}, "sft": before,
+                                         "sides": saved}, indent=1, default=str))
+    if args.snapshot_every:
+        trajectories = {key: [one["trajectory"] for one in r["runs"]] for key, r in zip(keys, rows)}
+        print_equal_kl(trajectories, args.snapshot_every)
+        if args.plot:
+            plot_trajectories(trajectories, dict(zip(keys, (r["name"] for r in rows))), args.plot)
+
+
+def print_equal_kl(trajectories: dict[str, list], every: int) -> None:
+    """Every side against TRL 1.12's PPO at equal KL (`equal_kl`'s definitions): at the largest KL every
+    training of the two sides reached, and at half of it."""
+    print(f"\nheld-out RM gain at equal KL to SFT (each training read off its trajectory: policies saved every {every} "
+          "updates, linear between them; mean ± 1.96 sd/√n over trainings; difference vs TRL 1.12 with a 95% bootstrap "
+          "interval over trainings, 20,000 resamples):")
+    for key, side in trajectories.items():
+        reaches = ", ".join(f"{equal_kl.reach(t):.3f}" for t in side)
+        print(f"  {key}: furthest KL per training {reaches}")
+    print("| side vs TRL 1.12 PPO | KL budget (nats) | side's gain | TRL 1.12's gain | difference [95% CI] |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for key, side in trajectories.items():
+        if key == "trl":
+            continue
+        budget = equal_kl.common_budget(side, trajectories["trl"])
+        for kl in (budget / 2, budget):
+            found = equal_kl.compare_at(kl, side, trajectories["trl"])
+            (ours, ours_spread), (theirs, theirs_spread) = found["means"]
+            low, high = found["difference_ci95"]
+            print(f"| {key} | {kl:.3f} | {ours:+.3f} ± {ours_spread or 0:.3f} | {theirs:+.3f} ± {theirs_spread or 0:.3f} "
+                  f"| {found['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |")
+
+
+def plot_trajectories(trajectories: dict[str, list], labels: dict[str, str], path: Path) -> None:
+    """Held-out RM gain against exact KL to SFT, one thin line per training (from the SFT origin through its
+    saved policies), one colour per side, and a thick line per side: the mean over its trainings of `gain_at(κ)`,
+    up to the largest κ all of them reached."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for (key, side), colour in zip(trajectories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        for trajectory in side:
+            kls, gains = zip((0.0, 0.0), *trajectory)
+            axes.plot(kls, gains, marker=".", markersize=3, color=colour, alpha=0.25, linewidth=0.8)
+        budgets = [equal_kl.common_budget(side) * step / 50 for step in range(51)]
+        means = [statistics.fmean(equal_kl.gain_at(t, kl) for t in side) for kl in budgets]
+        axes.plot(budgets, means, color=colour, linewidth=2.5,
+                  label=f"{labels[key].split(' (')[0]}: mean of {len(side)} at equal KL")
+    axes.axhline(0, color="grey", linewidth=0.5)
+    axes.set_xlabel("exact KL to SFT, held-out greedy responses (nats per response)")
+    axes.set_ylabel("held-out RM score gain over SFT")
+    axes.set_title("Reward gained per distance travelled, every training")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"plot: {path}")
 
 
 def over_repeats(held_out: list[dict]) -> str:

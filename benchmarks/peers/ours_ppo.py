@@ -13,6 +13,8 @@ beside the policy's, each with half of `--threads` torch threads. `--save DIR`: 
 policy alone (`save_pretrained`, safetensors; no value model or head) and the SFT tokenizer, as the ppo stage
 writes `ppo/final/`.
 
+`--snapshot-every K --snapshots DIR`: the policy after every K-th update too (`benchmarks/peers/snapshots.py`).
+
 Timed: the update loop only (rollouts and PPO epochs), as the peer times `trainer.train()`. Episodes are whole
 batches: ceil(episodes / (batch size × processes)) updates, as TRL 1.12 counts them.
 
@@ -39,6 +41,9 @@ from pipeline.rl.value_head import ValueHead  # noqa: E402
 from pipeline.runner import distributed_state  # noqa: E402
 from pipeline.stages.ppo import VALUE_MODELS, PromptOrder, load_policy, load_reward_model  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshots import Snapshots, add_snapshot_arguments  # noqa: E402
+
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,6 +66,7 @@ def parse() -> argparse.Namespace:
                    help="the ppo stage's value_thread: the value model on a second thread, each side with half of --threads")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--save", type=Path, default=None, help="save the trained policy (and the tokenizer) here")
+    add_snapshot_arguments(p)
     return p.parse_args()
 
 
@@ -91,19 +97,22 @@ def main() -> None:
                          total_updates=updates, seed=args.seed)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     order, history = PromptOrder(len(prompts), args.seed), []
+    snapshots = Snapshots(args.snapshots, args.snapshot_every, updates, state.is_main_process)
     start = time.perf_counter()
     for update in range(updates):
         first = (update * processes + rank) * args.batch_size  # this process's first episode of the update
         history.append(trainer.step([prompts[i] for i in order.take(first, args.batch_size)],
                                     list(range(first, first + args.batch_size))))
-    seconds = time.perf_counter() - start
+        snapshots.save(trainer.unwrapped.policy, update + 1)
+    seconds = time.perf_counter() - start - snapshots.seconds  # saving snapshots is not training
     episodes = updates * args.batch_size * processes
     result = {"episodes": episodes, "updates": updates, "seconds": round(seconds, 3), "processes": processes,
               "episodes_per_second": episodes / seconds,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_mb_before_train": rss_before,
               "score_first": history[0]["score"], "score_last": history[-1]["score"], "kl_last": history[-1]["kl"],
               "value_model": args.value_model, "value_thread": args.value_thread, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
-              "history": [{k: h[k] for k in ("score", "kl", "entropy", "response_length")} for h in history]}
+              "history": [{k: h[k] for k in ("score", "kl", "entropy", "response_length")} for h in history],
+              "snapshots": snapshots.saved, "snapshot_seconds": snapshots.seconds}
     if not state.is_main_process:
         return
     if args.save:  # the policy alone: PolicyAndValue / PolicyWithValueHead keep the value side apart

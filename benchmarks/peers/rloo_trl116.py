@@ -11,7 +11,8 @@ episode here is one completion. RLOO logs KL as a mean per completion token: `kl
 completion length to put it on the per-response scale of the PPO rows (an approximation). `--save DIR`: after
 training, the policy (`trainer.model`, `save_pretrained`, safetensors) and the tokenizer. Under `accelerate
 launch` with N processes, `--batch-size` is per process (`per_device_train_batch_size`: N × batch completions a
-step) and the main process writes the JSON and the policy.
+step) and the main process writes the JSON and the policy. `--snapshot-every K --snapshots DIR`: the policy after
+every K-th optimizer step too (`peers/snapshots.py`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshots import Snapshots, add_snapshot_arguments  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -41,6 +46,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--save", type=Path, default=None, help="save the trained policy (and the tokenizer) here")
+    add_snapshot_arguments(p)
     p.add_argument("--mini-batches", type=int, default=None, help="ignored (PPO only)")
     p.add_argument("--ppo-epochs", type=int, default=None, help="ignored (PPO only)")
     return p.parse_known_args()[0]
@@ -68,10 +74,12 @@ def main() -> None:
     trainer = RLOOTrainer(model=AutoModelForCausalLM.from_pretrained(args.run / "sft" / "final"), args=config,
                           reward_funcs=reward_model, reward_processing_classes=tokenizer, train_dataset=prompts,
                           processing_class=tokenizer)
+    snapshots = Snapshots(args.snapshots, args.snapshot_every, steps, trainer.accelerator.is_main_process)
+    trainer.add_callback(snapshots.callback(lambda model: model))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - snapshots.seconds  # saving snapshots is not training
     logs = [h for h in trainer.state.log_history if "reward" in h]
     history = [{"score": h["reward"], "kl": h.get("kl", 0.0) * h.get("completions/mean_length", 1.0)} for h in logs]
     if not trainer.accelerator.is_main_process:  # the main process reports and saves
@@ -81,7 +89,7 @@ def main() -> None:
               "episodes_per_second": episodes / seconds,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_mb_before_train": rss_before,
               "score_first": history[0]["score"], "score_last": history[-1]["score"], "kl_last": history[-1]["kl"],
-              "history": history}
+              "history": history, "snapshots": snapshots.saved, "snapshot_seconds": snapshots.seconds}
     if args.save:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(args.save)
         tokenizer.save_pretrained(args.save)

@@ -13,6 +13,9 @@ training, the trained policy alone goes to DIR the way TRL 1.12 saves it: `PPOTr
 `PolicyAndValueWrapper` for `.policy` ("save only the policy for inference") and `Trainer._save` writes it with
 `save_pretrained` (safetensors) and the tokenizer; the script then checks that the saved weights are the policy's.
 
+With --snapshot-every K --snapshots DIR, the policy after every K-th update too, saved from a `TrainerCallback`'s
+`on_step_end` (`peers/snapshots.py`; its seconds are taken out of the timed ones).
+
 How TRL 1.12 counts: one update = one rollout of --batch-size prompts per process (one completion each;
 `per_device_train_batch_size`); it runs ceil(episodes / (batch_size × processes)) updates, so it trains on a
 whole number of batches (`episodes` in the JSON is the count it actually ran; the peak RSS is the main
@@ -30,6 +33,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshots import Snapshots, add_snapshot_arguments  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -50,6 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="where to write the result JSON")
     p.add_argument("--save", type=Path, default=None, help="save the trained policy (and the tokenizer) here")
+    add_snapshot_arguments(p)
     # The remaining knobs default to TRL 1.12's own defaults; the benchmark sets them to match our trainer.
     p.add_argument("--learning-rate", type=float, default=3e-6)
     p.add_argument("--lr-scheduler-type", default="linear", help="TrainingArguments lr_scheduler_type")
@@ -199,11 +206,14 @@ def main(argv=None) -> dict:
     # Keep stdout for the JSON summary: PrinterCallback would print every update's logs there.
     from transformers.trainer_callback import PrinterCallback
     trainer.remove_callback(PrinterCallback)
+    updates = -(-args.episodes // (args.batch_size * trainer.accelerator.num_processes))  # TRL's num_total_batches
+    snapshots = Snapshots(args.snapshots, args.snapshot_every, updates, trainer.accelerator.is_main_process)
+    trainer.add_callback(snapshots.callback(lambda wrapper: wrapper.policy))  # PolicyAndValueWrapper's policy
 
     rss_before = peak_rss_mb()
     start = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - snapshots.seconds  # saving snapshots is not training
 
     if args.save:
         save_policy(trainer, args.save)
@@ -226,6 +236,8 @@ def main(argv=None) -> dict:
         "kl_last": logs[-1]["objective/kl"],
         "scores_include_missing_eos_penalty": args.missing_eos_penalty is not None,
         "saved": str(args.save) if args.save else None,
+        "snapshots": snapshots.saved,
+        "snapshot_seconds": snapshots.seconds,
         "trl_version": trl.__version__,
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,
