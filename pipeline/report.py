@@ -23,11 +23,14 @@ and PNGs of an earlier report that this one no longer draws are removed. Every f
 from __future__ import annotations
 
 import json
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from pipeline import registry
 from pipeline.artifacts import RunDir, atomic_write
 from pipeline.errors import PipelineError
+from pipeline.run_lock import RunLock
 from pipeline.report_plots import Plots, finite_number, history_points, pyplot, ppo_figure
 
 REPORT_FILE = "report.md"
@@ -51,7 +54,12 @@ def add_arguments(parser, name: str) -> None:
 
 
 def run_command(args) -> int:
-    print(write_report(args.run))
+    root = RunDir(args.run).root
+    # writing report.md and report/ makes this command a writer of the run folder: refused while `pipeline run`
+    # or `pipeline eval` holds its lock (no lock for a folder that is not a run: write_report names what is wrong)
+    writer = RunLock(root / ".lock", command=" ".join(sys.argv)) if (root / "config.yaml").is_file() else nullcontext()
+    with writer:
+        print(write_report(args.run))
     return 0
 
 

@@ -187,6 +187,21 @@ def test_bad_folders_are_one_line_errors(case, nano_run, tmp_path, capsys):
     assert not (folder / "report.md").exists()
 
 
+def test_a_run_folder_that_another_command_writes_is_refused(nano_run, tmp_path, capsys):
+    """`pipeline report` writes report.md and report/, so it takes the run's lock like `pipeline eval`."""
+    from pipeline.run_lock import RunLock
+
+    folder = Path(shutil.copytree(nano_run, tmp_path / "run", ignore=shutil.ignore_patterns("report*", ".lock")))
+    with RunLock(folder / ".lock", command="pipeline run recipes/nano.yaml"):
+        assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "in use by pid" in err and "pipeline run recipes/nano.yaml" in err, err
+    assert not (folder / "report.md").exists()
+    assert main(["report", str(folder)]) == 0 and (folder / "report.md").is_file()  # released: it runs
+    assert not (folder / ".lock").exists()  # and releases in turn
+
+
 def test_pipeline_run_writes_the_report(nano_run, tmp_path, capsys, monkeypatch):
     import pipeline.cli
 
