@@ -343,7 +343,8 @@ def plot_trajectories(trajectories: dict[str, list], labels: dict[str, str], pat
         for trajectory in side:
             kls, gains = zip((0.0, 0.0), *trajectory)
             axes.plot(kls, gains, marker=".", markersize=3, color=colour, alpha=0.25, linewidth=0.8)
-        budgets = [equal_kl.common_budget(side) * step / 50 for step in range(51)]
+        reached = equal_kl.common_budget(side)
+        budgets = [reached * step / 50 for step in range(50)] + [reached]  # reached itself: no rounding past it
         means = [statistics.fmean(equal_kl.gain_at(t, kl) for t in side) for kl in budgets]
         axes.plot(budgets, means, color=colour, linewidth=2.5,
                   label=f"{labels[key].split(' (')[0]}: mean of {len(side)} at equal KL")
