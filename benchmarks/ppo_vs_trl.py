@@ -239,6 +239,8 @@ def main() -> None:
     if chosen - {key for key, *_ in SIDES}:
         p.error(f"--sides: unknown {', '.join(sorted(chosen - {key for key, *_ in SIDES}))}; "
                 f"known: {', '.join(key for key, *_ in SIDES)}")
+    if args.plot and not args.snapshot_every:
+        p.error("--plot draws the trajectories that --snapshot-every K records: give both")
     if args.processes < 1 or args.batch_size % (args.processes * args.mini_batches):
         p.error(f"--batch-size {args.batch_size}: not a multiple of --processes {args.processes} × --mini-batches {args.mini_batches}")
     subprocess.run(["bash", str(PEERS / "setup_trl112.sh")], cwd=ROOT, check=True, capture_output=True)
@@ -323,9 +325,9 @@ def print_equal_kl(trajectories: dict[str, list], every: int) -> None:
         budget = equal_kl.common_budget(side, trajectories["trl"])
         for kl in (budget / 2, budget):
             found = equal_kl.compare_at(kl, side, trajectories["trl"])
-            (ours, ours_spread), (theirs, theirs_spread) = found["means"]
+            (side_gain, side_spread), (trl_gain, trl_spread) = found["means"]
             low, high = found["difference_ci95"]
-            print(f"| {key} | {kl:.3f} | {ours:+.3f} ± {ours_spread or 0:.3f} | {theirs:+.3f} ± {theirs_spread or 0:.3f} "
+            print(f"| {key} | {kl:.3f} | {side_gain:+.3f} ± {side_spread or 0:.3f} | {trl_gain:+.3f} ± {trl_spread or 0:.3f} "
                   f"| {found['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |")
 
 
