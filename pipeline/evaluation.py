@@ -211,7 +211,7 @@ def run_command(args) -> int:
     eval_folder = RunDir(path).inside(RunDir(path).root / "eval") if is_run else None  # never a symlink out
     # writing <run>/eval/ makes this command a writer of the run folder: refused while `pipeline run` (which
     # may be rewriting the models read here) or another eval holds it, as the runner refuses a second run
-    writer = RunLock(RunDir(path).root / ".lock", command=" ".join(sys.argv)) if is_run else nullcontext()
+    writer = RunLock.of_run(RunDir(path).root) if is_run else nullcontext()
     results = {}
     with writer, Progress(transient=True, console=_stderr()) as progress:
         progress.add_task("evaluating", total=len(found))

@@ -24,7 +24,6 @@ an earlier report that this one no longer draws are removed. Every file is writt
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def run_command(args) -> int:
     root = RunDir(args.run).root
     # writing report.md and report/ makes this command a writer of the run folder: refused while `pipeline run`
     # or `pipeline eval` holds its lock (no lock for a folder that is not a run: write_report names what is wrong)
-    writer = RunLock(root / ".lock", command=" ".join(sys.argv)) if (root / "config.yaml").is_file() else nullcontext()
+    writer = RunLock.of_run(root) if (root / "config.yaml").is_file() else nullcontext()
     with writer:
         print(write_report(args.run))
     return 0

@@ -35,6 +35,11 @@ class RunLock:
         self.held = False
         self.fd = -1
 
+    @classmethod
+    def of_run(cls, folder) -> "RunLock":
+        """The lock of run folder `folder` (`<folder>/.lock`), recorded with this process's command line."""
+        return cls(Path(folder) / ".lock", command=" ".join(sys.argv))
+
     def __enter__(self) -> "RunLock":
         self.acquire()
         return self

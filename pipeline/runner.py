@@ -79,7 +79,7 @@ def on_main_process(state: PartialState, action) -> None:
 def locked(folder: Path, state: PartialState):
     """Check the folder can be a run folder and hold `<run>/.lock` for this command (main process); every rank
     raises the main one's refusal."""
-    lock = RunLock(Path(folder) / ".lock", command=" ".join(sys.argv))
+    lock = RunLock.of_run(folder)
 
     def check_and_take() -> None:  # on the main process only: the others would see its .lock as a stranger's file
         check_run_folder(Path(folder))
