@@ -364,8 +364,8 @@ def over_repeats(held_out: list[dict]) -> str:
     """The means over n trainings of the held-out RM gain (± 1.96 · sd / √n, sd with ddof 1; no interval for
     n = 1), exact KL to SFT and strict EM after, and gain per nat = mean gain / mean KL."""
     gains = [h["score_gain"] for h in held_out]
-    gain, kl = statistics.fmean(gains), statistics.fmean(h["kl_after"] for h in held_out)
-    spread = f" ± {1.96 * statistics.stdev(gains) / len(gains) ** 0.5:.3f}" if len(gains) > 1 else ""
+    (gain, half_width), kl = equal_kl.side_mean(gains), statistics.fmean(h["kl_after"] for h in held_out)
+    spread = f" ± {half_width:.3f}" if half_width is not None else ""
     matches = [h["exact_match_after"] for h in held_out if h["exact_match_after"] is not None]
     exact = f", EM {statistics.fmean(matches):.3f}" if matches else ""
     return f"n {len(gains)}, gain {gain:+.3f}{spread}, KL {kl:.3f}, {gain / kl:+.3f} per nat{exact}"
